@@ -1,0 +1,276 @@
+"""`progre`: one subcommand per pipeline stage.
+
+Each command reads its section of params.yaml (``--params``), applies ``--set KEY=VALUE``
+overrides, and hands the typed parameters and paths to its module in `stages/`. The commands
+stay thin: parsing and dispatch only.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from enum import Enum
+from typing import Optional
+
+import typer
+
+from . import config
+from .errors import UserError
+from .log import console, setup_logging
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    help="Pretrain ProgRE and HuBERT speech models end to end: demo corpus, shards, features, "
+         "k-means labels, pretraining, downstream evaluation and a report. Each command is one "
+         "DVC stage; `dvc repro` runs them all.",
+)
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class FeatureKind(str, Enum):
+    mfcc = "mfcc"
+    pitch = "pitch"
+    layer = "layer"
+
+
+class ModelKind(str, Enum):
+    progre = "progre"
+    hubert = "hubert"
+
+
+class ReleaseSize(str, Enum):
+    base = "base"
+    large = "large"
+
+ParamsOpt = typer.Option(None, "--params", help="params.yaml to read (default: ./params.yaml if present)")
+SetOpt = typer.Option(None, "--set", "-s", help="override a parameter of this stage: KEY=VALUE (repeatable); "
+                                                "`progre params SECTION` lists them")
+OverwriteOpt = typer.Option(False, "--overwrite", help="replace the output if it exists")
+
+
+def _params_file(path: Optional[Path]) -> Optional[Path]:
+    if path is not None:
+        return path
+    return DEFAULT_PARAMS if DEFAULT_PARAMS.is_file() else None
+
+
+def _load(cls, params: Optional[Path], overrides: Optional[list[str]], iteration: Optional[int] = None):
+    return config.load_params(cls, _params_file(params), iteration=iteration, overrides=overrides or [])
+
+
+def _epilog(cls) -> str:
+    return f"Parameters (params.yaml section `{cls.SECTION}`, override with --set KEY=VALUE): " \
+           f"run `progre params {cls.SECTION}`."
+
+
+@app.callback()
+def _main(
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="only warnings and errors; no progress bars"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="debug messages"),
+) -> None:
+    setup_logging(quiet=quiet, verbose=verbose)
+
+
+@app.command("params", help="List a stage's parameters with their types, defaults and meaning.")
+def params_cmd(
+    section: Optional[str] = typer.Argument(None, help="section name; all sections when omitted"),
+) -> None:
+    sections = {cls.SECTION: cls for cls in config.Params.__subclasses__()}
+    if section is not None and section not in sections:
+        raise UserError(f"unknown section {section!r}; sections: {', '.join(sorted(sections))}")
+    for name, cls in sections.items():
+        if section in (None, name):
+            typer.echo(f"[{name}]")
+            typer.echo(cls.describe())
+            typer.echo("")
+
+
+@app.command(epilog=_epilog(config.SynthParams))
+def synth(
+    out: Path = typer.Option(Path("data/corpus"), "--out", "-o", help="output folder: audio/*.flac + metadata.parquet"),
+    preset: Optional[str] = typer.Option(None, help="tiny (tests, under a minute of audio) or demo (tens of minutes)"),
+    params: Optional[Path] = ParamsOpt,
+    set_: Optional[list[str]] = SetOpt,
+    overwrite: bool = OverwriteOpt,
+) -> None:
+    """Synthesise the built-in labelled multi-speaker corpus with eSpeak NG (no downloads)."""
+    overrides = list(set_ or []) + ([f"preset={preset}"] if preset else [])
+    p = _load(config.SynthParams, params, overrides)
+    from stages import synth as stage
+
+    stage.run(p, out=out, overwrite=overwrite)
+
+
+@app.command(epilog=_epilog(config.ShardParams))
+def shard(
+    corpus: Path = typer.Argument(..., help="LibriSpeech folder, folder of audio, or fairseq .tsv manifest"),
+    out: Path = typer.Option(Path("data/shards"), "--out", "-o", help="output folder of tar shards and tables"),
+    metadata: Optional[Path] = typer.Option(None, help="metadata table (csv/tsv/parquet) for a folder of audio; "
+                                                       "default: <corpus>/metadata.parquet if present"),
+    params: Optional[Path] = ParamsOpt,
+    set_: Optional[list[str]] = SetOpt,
+    overwrite: bool = OverwriteOpt,
+) -> None:
+    """Convert a corpus to WebDataset tar shards, a parquet index and a rejects table."""
+    p = _load(config.ShardParams, params, set_)
+    from stages import shard as stage
+
+    stage.run(p, corpus=corpus, out=out, metadata=metadata, overwrite=overwrite)
+
+
+@app.command(epilog=_epilog(config.FeaturesParams))
+def features(
+    kind: FeatureKind = typer.Option(..., help="mfcc (iteration 1), pitch (pitch-branch input) or layer "
+                                               "(iteration 2)"),
+    shards: Path = typer.Option(Path("data/shards"), help="shard folder written by `progre shard`"),
+    out: Path = typer.Option(..., "--out", "-o", help="output feature folder"),
+    checkpoint: Optional[Path] = typer.Option(None, help="model checkpoint folder (kind=layer)"),
+    layer: Optional[int] = typer.Option(None, help="transformer layer, 1-based (kind=layer)"),
+    rank: Optional[int] = typer.Option(None, help="this worker's index when splitting the work (default: "
+                                                  "RANK from torchrun, else 0)"),
+    world_size: Optional[int] = typer.Option(None, help="number of workers splitting the work (default: "
+                                                        "WORLD_SIZE from torchrun, else 1)"),
+    params: Optional[Path] = ParamsOpt,
+    set_: Optional[list[str]] = SetOpt,
+) -> None:
+    """Extract MFCC, pitch contours or hidden features of a layer, for k-means and training."""
+    overrides = list(set_ or []) + ([f"layer={layer}"] if layer is not None else [])
+    p = _load(config.FeaturesParams, params, overrides)
+    from stages import features as stage
+
+    stage.run(p, kind=kind.value, shards=shards, out=out, checkpoint=checkpoint, rank=rank, world_size=world_size)
+
+
+@app.command(epilog=_epilog(config.ClusterParams))
+def cluster(
+    features_dir: Path = typer.Option(..., "--features", help="feature folder written by `progre features`"),
+    shards: Path = typer.Option(Path("data/shards"), help="shard folder (features of unsampled utterances are "
+                                                          "computed on the fly)"),
+    out: Path = typer.Option(..., "--out", "-o", help="output folder: k-means model, labels, metrics, plot"),
+    iteration: Optional[int] = typer.Option(None, help="also read params section cluster_iter<N>"),
+    params: Optional[Path] = ParamsOpt,
+    set_: Optional[list[str]] = SetOpt,
+) -> None:
+    """Fit FAISS k-means on the sampled features and label every frame of every utterance."""
+    p = _load(config.ClusterParams, params, set_, iteration)
+    from stages import cluster as stage
+
+    stage.run(p, features=features_dir, shards=shards, out=out)
+
+
+@app.command("pseudo-speakers", epilog=_epilog(config.SpeakersParams))
+def pseudo_speakers(
+    shards: Path = typer.Option(Path("data/shards"), help="shard folder"),
+    out: Path = typer.Option(..., "--out", "-o", help="output folder: speakers.parquet (key -> speaker), metrics"),
+    checkpoint: Optional[Path] = typer.Option(None, help="model checkpoint (embedding=layer_mean)"),
+    params: Optional[Path] = ParamsOpt,
+    set_: Optional[list[str]] = SetOpt,
+) -> None:
+    """Cluster utterance embeddings into pseudo-speaker ids for corpora without speaker labels."""
+    p = _load(config.SpeakersParams, params, set_)
+    from stages import speakers as stage
+
+    stage.run(p, shards=shards, out=out, checkpoint=checkpoint)
+
+
+@app.command(epilog=_epilog(config.PretrainParams))
+def pretrain(
+    out: Path = typer.Option(..., "--out", "-o", help="run folder: checkpoints, metrics, plots; rerun the "
+                                                      "same command to resume"),
+    labels: Path = typer.Option(..., help="label folder written by `progre cluster`"),
+    shards: Path = typer.Option(Path("data/shards"), help="shard folder"),
+    pitch: Optional[Path] = typer.Option(None, help="pitch feature folder (needed by the ProgRE model)"),
+    speakers: Optional[Path] = typer.Option(None, help="pseudo-speaker folder (speaker_labels=pseudo)"),
+    model: Optional[ModelKind] = typer.Option(None, help="progre or hubert (overrides the params)"),
+    iteration: Optional[int] = typer.Option(None, help="also read params section pretrain_iter<N>"),
+    params: Optional[Path] = ParamsOpt,
+    set_: Optional[list[str]] = SetOpt,
+) -> None:
+    """Pretrain ProgRE or the HuBERT baseline by masked prediction of k-means labels (resumable)."""
+    overrides = list(set_ or []) + ([f"model={model.value}"] if model else [])
+    p = _load(config.PretrainParams, params, overrides, iteration)
+    from stages import pretrain as stage
+
+    stage.run(p, out=out, shards=shards, labels=labels, pitch=pitch, speakers=speakers)
+
+
+@app.command(epilog=_epilog(config.EvaluateParams))
+def evaluate(
+    upstream: str = typer.Option(..., help="a checkpoint folder, `mfcc`, or `random:<checkpoint folder>` "
+                                           "(a randomly initialised model of that checkpoint's size)"),
+    out: Path = typer.Option(..., "--out", "-o", help="output folder: metrics, layer weights, plots per task"),
+    shards: Path = typer.Option(Path("data/shards"), help="shard folder with labelled train/valid/test splits"),
+    pitch: Optional[Path] = typer.Option(None, help="pitch feature folder (computed on the fly if omitted)"),
+    task: Optional[list[str]] = typer.Option(None, "--task", help="run only these tasks (repeatable)"),
+    name: Optional[str] = typer.Option(None, help="upstream name shown in the report"),
+    cache: Path = typer.Option(Path(".cache/hidden"), help="hidden-state cache folder"),
+    params: Optional[Path] = ParamsOpt,
+    set_: Optional[list[str]] = SetOpt,
+) -> None:
+    """Fit layer weights and task heads on a frozen upstream and score the downstream tasks."""
+    overrides = list(set_ or []) + ([f"tasks={','.join(task)}"] if task else [])
+    p = _load(config.EvaluateParams, params, overrides)
+    from stages import evaluate as stage
+
+    stage.run(p, upstream=upstream, out=out, shards=shards, pitch=pitch, name=name, cache=cache)
+
+
+@app.command(epilog=_epilog(config.ReportParams))
+def report(
+    results: list[Path] = typer.Argument(..., help="evaluation output folders (one per upstream, or per "
+                                                   "upstream and task)"),
+    out: Path = typer.Option(Path("reports/report.md"), "--out", "-o", help="markdown report to write"),
+    params: Optional[Path] = ParamsOpt,
+    set_: Optional[list[str]] = SetOpt,
+) -> None:
+    """Write one markdown table across upstreams and tasks, with the layer-weight plots."""
+    p = _load(config.ReportParams, params, set_)
+    from stages import report as stage
+
+    stage.run(p, results=results, out=out)
+
+
+@app.command("export")
+def export_cmd(
+    checkpoint: Path = typer.Argument(..., help="a run folder or checkpoint folder of ours"),
+    out: Path = typer.Option(..., "--out", "-o", help="output folder: model.safetensors + config.json"),
+    official: bool = typer.Option(False, help="write the official release's PyTorch state-dict layout "
+                                              "(model.pt) instead"),
+) -> None:
+    """Export the encoder weights (no training heads) of a checkpoint."""
+    from stages import export as stage
+
+    stage.export(checkpoint=checkpoint, out=out, official=official)
+
+
+@app.command("import-official")
+def import_official(
+    state_dict: Path = typer.Argument(..., help="the official release's .pt checkpoint (a state dict, or a "
+                                                "fairseq checkpoint with a 'model' entry)"),
+    out: Path = typer.Option(..., "--out", "-o", help="output checkpoint folder of ours"),
+    size: ReleaseSize = typer.Option(ReleaseSize.base, help="model size of the release"),
+) -> None:
+    """Import released ProgRE weights into a checkpoint folder usable by every stage."""
+    from stages import export as stage
+
+    stage.import_official(state_dict=state_dict, out=out, size=size.value)
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and exit status 2."""
+    try:
+        app()  # standalone mode: usage errors are printed by Typer and exit with status 2
+    except UserError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("[bold red]interrupted[/]: rerun the same command to resume")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

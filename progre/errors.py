@@ -1,0 +1,9 @@
+"""The one exception type that means "the user asked for something we cannot do".
+
+The CLI turns it into a one-line message and a non-zero exit instead of a traceback.
+Everything else that escapes is a bug and keeps its traceback.
+"""
+
+
+class UserError(Exception):
+    """A bad path, a bad parameter or bad input data, explained in one line."""
