@@ -33,7 +33,8 @@ def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
     logger.setLevel(level)
     logger.propagate = False
     if not any(isinstance(h, RichHandler) for h in logger.handlers):
-        handler = RichHandler(console=console, show_path=False, markup=False, rich_tracebacks=False)
+        handler = RichHandler(console=console, show_path=False, show_time=False, markup=False,
+                              rich_tracebacks=False)
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
 

@@ -1,0 +1,221 @@
+"""Corpus readers: find the utterances of a corpus and their metadata, without decoding audio.
+
+Three layouts are understood:
+
+- LibriSpeech: ``[subset/]speaker/chapter/*.flac`` with ``speaker-chapter.trans.txt``; the split
+  comes from the subset name (train-* -> train, dev-* -> valid, test-* -> test).
+- A folder of audio (wav/flac/ogg, searched recursively) with an optional metadata table
+  (csv/tsv/parquet) whose ``path`` column names files relative to the folder, and any of
+  ``key``, ``speaker``, ``text``, ``phones``, ``phone_start``, ``phone_end``, ``style``,
+  ``split``. In csv/tsv, list columns are space-separated.
+- A fairseq manifest (``.tsv``: first line the audio root, then ``relative/path<TAB>samples``),
+  with transcripts from a ``.wrd`` file beside it when present; the split comes from its name.
+
+Readers yield `CorpusItem`s and report unusable rows as `Reject`s; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from ..errors import UserError
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+LIST_COLUMNS = ("phones", "phone_start", "phone_end")
+KNOWN_COLUMNS = ("path", "key", "speaker", "text", "style", "split") + LIST_COLUMNS
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass
+class CorpusItem:
+    """One utterance to shard: where its audio is and what is known about it."""
+
+    key: str
+    path: Path
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Reject:
+    """An input that will not be sharded, and why."""
+
+    path: str
+    reason: str
+    key: str = ""
+
+
+def sanitize_key(name: str) -> str:
+    """A WebDataset-safe key: no dots (keys split at the first dot), no slashes or spaces."""
+    key = re.sub(r"[^A-Za-z0-9_\-]", "_", name)
+    return key.strip("_") or "utt"
+
+
+def split_from_name(name: str, default: str) -> str:
+    """train*/dev*/valid*/test* -> train/valid/test (LibriSpeech subsets, manifest names)."""
+    lowered = name.lower()
+    if lowered.startswith("train"):
+        return "train"
+    if lowered.startswith(("dev", "valid", "val")):
+        return "valid"
+    if lowered.startswith("test"):
+        return "test"
+    return default
+
+
+def detect_format(corpus: Path) -> str:
+    """librispeech, folder or manifest, from what the path looks like."""
+    if corpus.is_file():
+        if corpus.suffix == ".tsv":
+            return "manifest"
+        raise UserError(f"{corpus}: expected a folder or a fairseq .tsv manifest")
+    if next(corpus.rglob("*.trans.txt"), None) is not None:
+        return "librispeech"
+    return "folder"
+
+
+def read_corpus(corpus: Path, input_format: str = "auto", metadata: Path | None = None,
+                default_split: str = "train") -> tuple[list[CorpusItem], list[Reject]]:
+    """All items of a corpus (sorted by split, then key) and the rows that cannot be used."""
+    corpus = Path(corpus)
+    if not corpus.exists():
+        raise UserError(f"input {corpus} does not exist")
+    fmt = detect_format(corpus) if input_format == "auto" else input_format
+    if fmt == "librispeech":
+        items, rejects = _read_librispeech(corpus, default_split)
+    elif fmt == "manifest":
+        items, rejects = _read_manifest(corpus, default_split)
+    elif fmt == "folder":
+        if metadata is None and (corpus / "metadata.parquet").is_file():
+            metadata = corpus / "metadata.parquet"
+        items, rejects = _read_folder(corpus, metadata, default_split)
+    else:
+        raise UserError(f"unknown input format {fmt!r}")
+    items, duplicates = _drop_duplicate_keys(items)
+    items.sort(key=lambda it: (SPLITS.index(it.meta["split"]), it.key))
+    return items, rejects + duplicates
+
+
+def _drop_duplicate_keys(items: list[CorpusItem]) -> tuple[list[CorpusItem], list[Reject]]:
+    seen: dict[str, Path] = {}
+    kept, rejects = [], []
+    for item in items:
+        if item.key in seen:
+            rejects.append(Reject(str(item.path), f"duplicate key {item.key} (also {seen[item.key]})", item.key))
+        else:
+            seen[item.key] = item.path
+            kept.append(item)
+    return kept, rejects
+
+
+def _read_librispeech(root: Path, default_split: str) -> tuple[list[CorpusItem], list[Reject]]:
+    items, rejects = [], []
+    for trans in sorted(root.rglob("*.trans.txt")):
+        chapter_dir = trans.parent
+        speaker = chapter_dir.parent.name
+        subset_dir = chapter_dir.parent.parent  # the root itself when it is one subset
+        split = split_from_name(subset_dir.name, default_split)
+        for line in trans.read_text().splitlines():
+            if not line.strip():
+                continue
+            utt_id, _, text = line.strip().partition(" ")
+            audio = next((chapter_dir / f"{utt_id}{s}" for s in AUDIO_SUFFIXES
+                          if (chapter_dir / f"{utt_id}{s}").is_file()), None)
+            if audio is None:
+                rejects.append(Reject(str(chapter_dir / f"{utt_id}.flac"), "audio file missing", utt_id))
+                continue
+            items.append(CorpusItem(sanitize_key(utt_id), audio,
+                                    {"speaker": speaker, "text": text, "split": split}))
+    return items, rejects
+
+
+def _read_manifest(manifest: Path, default_split: str) -> tuple[list[CorpusItem], list[Reject]]:
+    lines = manifest.read_text().splitlines()
+    if not lines:
+        raise UserError(f"{manifest}: empty manifest")
+    root = Path(lines[0].strip())
+    if not root.is_absolute():
+        root = manifest.parent / root
+    words_file = manifest.with_suffix(".wrd")
+    words = words_file.read_text().splitlines() if words_file.is_file() else None
+    entries = [ln for ln in lines[1:] if ln.strip()]
+    if words is not None and len(words) != len(entries):
+        raise UserError(f"{words_file}: {len(words)} lines but {manifest} lists {len(entries)} files")
+    split = split_from_name(manifest.stem, default_split)
+    items, rejects = [], []
+    for i, entry in enumerate(entries):
+        rel = entry.split("\t")[0]
+        path = root / rel
+        if not path.is_file():
+            rejects.append(Reject(str(path), "audio file missing"))
+            continue
+        meta: dict[str, Any] = {"split": split}
+        if words is not None:
+            meta["text"] = words[i].strip()
+        items.append(CorpusItem(sanitize_key(str(Path(rel).with_suffix(""))), path, meta))
+    return items, rejects
+
+
+def _read_folder(root: Path, metadata: Path | None, default_split: str) -> tuple[list[CorpusItem], list[Reject]]:
+    audio_files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+    rows = _read_table(metadata) if metadata is not None else []
+    items, rejects = [], []
+    listed: set[Path] = set()
+    for row in rows:
+        if not row.get("path"):
+            rejects.append(Reject(str(metadata), "metadata row without a path"))
+            continue
+        path = Path(row["path"])
+        path = path if path.is_absolute() else root / path
+        if not path.is_file():
+            rejects.append(Reject(str(path), "audio file missing", str(row.get("key") or "")))
+            continue
+        listed.add(path.resolve())
+        meta = {k: v for k, v in row.items() if k not in ("path", "key") and v is not None}
+        meta["split"] = _valid_split(meta.get("split"), default_split, path)
+        key = sanitize_key(str(row.get("key") or path.relative_to(root).with_suffix("")))
+        items.append(CorpusItem(key, path, meta))
+    for path in audio_files:
+        if path.resolve() in listed:
+            continue
+        key = sanitize_key(str(path.relative_to(root).with_suffix("")))
+        items.append(CorpusItem(key, path, {"split": default_split}))
+    return items, rejects
+
+
+def _valid_split(split: Any, default: str, path: Path) -> str:
+    if split is None or split == "":
+        return default
+    name = split_from_name(str(split), "")
+    if not name:
+        raise UserError(f"metadata for {path}: unknown split {split!r} (use train, valid or test)")
+    return name
+
+
+def _read_table(path: Path) -> list[dict[str, Any]]:
+    """Rows of a csv/tsv/parquet metadata table as dicts (list columns parsed)."""
+    if not path.is_file():
+        raise UserError(f"metadata table {path} does not exist")
+    if path.suffix == ".parquet":
+        rows = pq.read_table(path).to_pylist()
+    elif path.suffix in (".csv", ".tsv"):
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f, delimiter="\t" if path.suffix == ".tsv" else ","))
+        for row in rows:
+            for col in LIST_COLUMNS:
+                if row.get(col):
+                    values = row[col].split()
+                    row[col] = values if col == "phones" else [float(v) for v in values]
+                elif col in row:
+                    row[col] = None
+    else:
+        raise UserError(f"metadata table {path}: expected .csv, .tsv or .parquet")
+    if rows and "path" not in rows[0]:
+        raise UserError(f"metadata table {path} has no 'path' column")
+    return rows

@@ -1,0 +1,232 @@
+"""Corpus -> WebDataset tar shards, a parquet index and a rejects table.
+
+Each utterance becomes two tar members, ``<key>.flac`` (16 kHz mono, lossless FLAC at the
+configured bit depth) and ``<key>.json`` (all its metadata). Items are written in sorted
+(split, key) order with fixed tar metadata (mtime 0, uid/gid 0, no user names), so the same
+corpus and parameters give byte-identical shards. A shard is written under a temporary name
+and renamed when complete.
+
+Decoding, checks, resampling and FLAC encoding run in a process pool; results come back in
+input order, so the output does not depend on worker timing and memory stays flat.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import multiprocessing
+import os
+import tarfile
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..audio import SAMPLE_RATE, BadAudio, encode_flac, read_audio_file, to_model_input
+from ..config import ShardParams
+from ..io import atomic_path
+from ..log import progress_bar
+from .corpus import SPLITS, CorpusItem, Reject
+
+TAR_MTIME = 0  # fixed member time: reruns give identical bytes
+
+INDEX_SCHEMA = pa.schema([
+    ("key", pa.string()),
+    ("split", pa.string()),
+    ("shard", pa.string()),
+    ("num_samples", pa.int64()),
+    ("duration", pa.float64()),
+    ("speaker", pa.string()),
+    ("text", pa.string()),
+    ("phones", pa.list_(pa.string())),
+    ("phone_start", pa.list_(pa.float64())),
+    ("phone_end", pa.list_(pa.float64())),
+    ("style", pa.string()),
+    ("source", pa.string()),
+])
+REJECTS_SCHEMA = pa.schema([("path", pa.string()), ("key", pa.string()), ("reason", pa.string())])
+
+
+@dataclass
+class Encoded:
+    """One utterance ready to be written."""
+
+    key: str
+    flac: bytes
+    meta: dict[str, Any]
+
+
+def _member_bytes(name: str, size: int) -> int:
+    """A tar member's footprint: a 512-byte header plus the data padded to 512 bytes
+    (GNU tar adds a header and a padded name block for names of 100 bytes or more)."""
+    long_name = 512 + -(-(len(name.encode()) + 1) // 512) * 512 if len(name.encode()) >= 100 else 0
+    return long_name + 512 + -(-size // 512) * 512
+
+
+def _tar_file_bytes(members_bytes: int) -> int:
+    """File size once closed: two zero end blocks, padded to tarfile's 10240-byte records."""
+    return -(-(members_bytes + 1024) // tarfile.RECORDSIZE) * tarfile.RECORDSIZE
+
+
+class TarShardWriter:
+    """Writes ``<split>-NNNNNN.tar`` files of at most `max_bytes` / `max_items`, atomically."""
+
+    def __init__(self, out_dir: Path, split: str, max_bytes: int, max_items: int):
+        self.out_dir, self.split = out_dir, split
+        self.max_bytes, self.max_items = max_bytes, max_items
+        self.index = 0
+        self._tar: tarfile.TarFile | None = None
+        self._file = None
+        self._tmp: Path | None = None
+        self._items = 0
+        self._bytes = 0
+
+    @property
+    def name(self) -> str:
+        return f"{self.split}-{self.index:06d}.tar"
+
+    def write(self, key: str, members: dict[str, bytes]) -> str:
+        """Add one sample; returns the shard file name it went to."""
+        size = sum(_member_bytes(f"{key}.{ext}", len(data)) for ext, data in members.items())
+        if self._tar is not None and (self._items >= self.max_items
+                                      or _tar_file_bytes(self._bytes + size) > self.max_bytes):
+            self._finish()
+            self.index += 1
+        if self._tar is None:
+            self._open()
+        for ext in sorted(members):
+            info = tarfile.TarInfo(f"{key}.{ext}")
+            info.size = len(members[ext])
+            info.mtime = TAR_MTIME
+            info.mode = 0o644
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            self._tar.addfile(info, io.BytesIO(members[ext]))  # type: ignore[union-attr]
+        self._items += 1
+        self._bytes += size
+        return self.name
+
+    def close(self) -> None:
+        if self._tar is not None:
+            self._finish()
+
+    def _open(self) -> None:
+        self._tmp = self.out_dir / f".{self.name}.tmp"
+        self._file = open(self._tmp, "wb")
+        self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.GNU_FORMAT)
+        self._items = self._bytes = 0
+
+    def _finish(self) -> None:
+        self._tar.close()  # type: ignore[union-attr]
+        self._file.close()  # type: ignore[union-attr]
+        os.replace(self._tmp, self.out_dir / self.name)  # type: ignore[arg-type]
+        self._tar = self._file = self._tmp = None
+
+
+def encode_item(item: CorpusItem, params: ShardParams) -> Encoded | Reject:
+    """Decode, check and convert one item; a Reject carries the reason when it is unusable."""
+    try:
+        data, rate = read_audio_file(item.path)
+        max_samples = int(params.max_seconds * SAMPLE_RATE) if params.max_seconds else None
+        wav, info = to_model_input(data, rate, silence_peak=params.silence_peak,
+                                   min_samples=int(round(params.min_seconds * SAMPLE_RATE)),
+                                   max_samples=max_samples)
+        meta = _clean_meta(item)
+    except BadAudio as exc:
+        return Reject(str(item.path), str(exc), item.key)
+    meta.update(key=item.key, source=str(item.path), num_samples=len(wav),
+                duration=round(len(wav) / SAMPLE_RATE, 6), sample_rate_in=info.sample_rate_in,
+                channels_in=info.channels_in, gain=info.gain)
+    return Encoded(item.key, encode_flac(wav, params.flac_subtype), meta)
+
+
+def _clean_meta(item: CorpusItem) -> dict[str, Any]:
+    """Copy the item's metadata, checking that phone lists and their times line up."""
+    meta = dict(item.meta)
+    meta.pop("duration", None)  # recomputed from the decoded audio
+    phones = meta.get("phones")
+    for col in ("phone_start", "phone_end"):
+        times = meta.get(col)
+        if times is not None and (phones is None or len(times) != len(phones)):
+            raise BadAudio(f"metadata: {col} has {len(times)} values but phones has "
+                           f"{0 if phones is None else len(phones)}")
+    return meta
+
+
+def _init_worker(params: ShardParams) -> None:
+    global _WORKER_PARAMS
+    _WORKER_PARAMS = params
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def _encode_in_worker(item: CorpusItem) -> Encoded | Reject:
+    return encode_item(item, _WORKER_PARAMS)
+
+
+_WORKER_PARAMS: ShardParams | None = None
+
+
+def _encoded_stream(items: list[CorpusItem], params: ShardParams) -> Iterator[Encoded | Reject]:
+    """encode_item over all items, in input order, in a pool when workers > 1."""
+    if params.workers == 1 or len(items) < 2:
+        for item in items:
+            yield encode_item(item, params)
+        return
+    ctx = multiprocessing.get_context("spawn")  # fork is unsafe once torch threads exist
+    with ctx.Pool(params.workers, initializer=_init_worker, initargs=(params,)) as pool:
+        yield from pool.imap(_encode_in_worker, items, chunksize=4)
+
+
+def write_shards(items: list[CorpusItem], rejects: list[Reject], out_dir: Path,
+                 params: ShardParams) -> dict[str, Any]:
+    """Write shards, index.parquet, rejects.parquet into `out_dir`; return the summary."""
+    writers = {split: TarShardWriter(out_dir, split, int(params.max_shard_mb * 1e6), params.max_shard_items)
+               for split in SPLITS}
+    rows: list[dict[str, Any]] = []
+    rejects = list(rejects)
+    with progress_bar() as progress:
+        task = progress.add_task("sharding", total=len(items))
+        for result in _encoded_stream(items, params):
+            progress.advance(task)
+            if isinstance(result, Reject):
+                rejects.append(result)
+                continue
+            meta = result.meta
+            payload = json.dumps(meta, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+            shard = writers[meta["split"]].write(result.key, {"flac": result.flac, "json": payload})
+            rows.append({col: meta.get(col) for col in INDEX_SCHEMA.names} | {"shard": shard})
+    for writer in writers.values():
+        writer.close()
+
+    with atomic_path(out_dir / "index.parquet") as tmp:
+        pq.write_table(pa.Table.from_pylist(rows, schema=INDEX_SCHEMA), tmp)
+    reject_rows = [{"path": r.path, "key": r.key, "reason": r.reason} for r in rejects]
+    with atomic_path(out_dir / "rejects.parquet") as tmp:
+        pq.write_table(pa.Table.from_pylist(reject_rows, schema=REJECTS_SCHEMA), tmp)
+    return summarize(rows, rejects, sorted(p.name for p in out_dir.glob("*.tar")))
+
+
+def summarize(rows: list[dict[str, Any]], rejects: list[Reject], shard_names: list[str]) -> dict[str, Any]:
+    """Counts and durations per split, and rejects by reason (the stage's metrics)."""
+    summary: dict[str, Any] = {"utterances": len(rows), "hours": round(sum(r["duration"] for r in rows) / 3600, 4),
+                               "shards": len(shard_names), "rejected": len(rejects), "splits": {}}
+    for split in SPLITS:
+        split_rows = [r for r in rows if r["split"] == split]
+        summary["splits"][split] = {
+            "utterances": len(split_rows),
+            "minutes": round(sum(r["duration"] for r in split_rows) / 60, 3),
+            "speakers": len({r["speaker"] for r in split_rows if r.get("speaker")}),
+            "shards": sum(1 for name in shard_names if name.startswith(f"{split}-")),
+        }
+    reasons = Counter(r.reason.split(" (")[0] for r in rejects)
+    summary["rejects_by_reason"] = dict(sorted(reasons.items()))
+    return summary

@@ -1,0 +1,45 @@
+"""DVC stage `shard`: any corpus -> WebDataset shards + index.parquet + rejects.parquet + summary.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.table import Table
+
+from progre.config import ShardParams
+from progre.data.corpus import read_corpus
+from progre.data.shards import write_shards
+from progre.errors import UserError
+from progre.io import atomic_dir, write_json
+from progre.log import console, is_quiet, logger
+
+
+def run(p: ShardParams, corpus: Path, out: Path, metadata: Path | None = None, overwrite: bool = False) -> dict:
+    if out.exists() and not overwrite:
+        raise UserError(f"output {out} already exists (pass --overwrite to replace it)")
+    items, rejects = read_corpus(corpus, p.input_format, metadata, p.default_split)
+    if not items:
+        raise UserError(f"{corpus}: no usable audio found ({len(rejects)} rejected)")
+    logger.info("sharding %d utterances from %s (%d rejected while reading the corpus)",
+                len(items), corpus, len(rejects))
+    with atomic_dir(out, overwrite=True) as tmp:
+        summary = write_shards(items, rejects, tmp, p)
+        summary["flac_subtype"] = p.flac_subtype
+        write_json(tmp / "summary.json", summary)
+    _print_summary(summary, out)
+    return summary
+
+
+def _print_summary(summary: dict, out: Path) -> None:
+    if not is_quiet():
+        table = Table(title=f"shards in {out}")
+        for col in ("split", "utterances", "minutes", "speakers", "shards"):
+            table.add_column(col, justify="right" if col != "split" else "left")
+        for split, s in summary["splits"].items():
+            table.add_row(split, str(s["utterances"]), f"{s['minutes']:.1f}", str(s["speakers"]), str(s["shards"]))
+        console.print(table)
+    if summary["rejected"]:
+        reasons = ", ".join(f"{n} {reason}" for reason, n in summary["rejects_by_reason"].items())
+        logger.warning("rejected %d inputs (%s); see %s", summary["rejected"], reasons, out / "rejects.parquet")
+    else:
+        logger.info("no inputs rejected")

@@ -1,0 +1,51 @@
+"""Shared fixtures: tiny audio written on the fly (tests never download anything)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from progre.log import setup_logging
+
+setup_logging(quiet=True)
+
+
+def tone(seconds: float, freq: float = 220.0, rate: int = 16000, amp: float = 0.3) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def noise(seconds: float, rate: int = 16000, amp: float = 0.1, seed: int = 0) -> np.ndarray:
+    return (amp * np.random.default_rng(seed).standard_normal(int(seconds * rate))).astype(np.float32)
+
+
+def write_audio(path: Path, data: np.ndarray, rate: int = 16000, subtype: str | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, data, rate, subtype=subtype)
+    return path
+
+
+@pytest.fixture
+def messy_corpus(tmp_path: Path) -> Path:
+    """A folder of audio with every kind of bad input next to good ones, and a metadata table."""
+    root = tmp_path / "corpus"
+    write_audio(root / "good" / "a1.wav", noise(1.0, seed=1), subtype="PCM_16")
+    write_audio(root / "good" / "a2.flac", tone(0.7), subtype="PCM_16")
+    write_audio(root / "stereo48k.wav", np.stack([tone(0.5, rate=48000), noise(0.5, 48000, seed=2)], 1), 48000,
+                subtype="FLOAT")
+    write_audio(root / "narrow8k.wav", noise(0.6, 8000, seed=3), 8000, subtype="PCM_16")
+    write_audio(root / "silent.wav", np.zeros(8000, np.float32), subtype="PCM_16")
+    nan = noise(0.5, seed=4)
+    nan[100] = np.nan
+    write_audio(root / "nan.wav", nan, subtype="FLOAT")
+    inf = noise(0.5, seed=5)
+    inf[7] = np.inf
+    write_audio(root / "inf.wav", inf, subtype="FLOAT")
+    write_audio(root / "short.wav", noise(0.02, seed=6), subtype="PCM_16")  # 320 samples < 400
+    (root / "corrupt.flac").write_bytes(b"fLaC" + bytes(range(200)))
+    (root / "empty.wav").write_bytes(b"")
+    (root / "text.ogg").write_text("this is not audio")
+    return root
