@@ -217,7 +217,7 @@ class SynthParams(Params):
     SECTION: ClassVar[str] = "synth"
     PRESETS: ClassVar[dict[str, dict[str, int]]] = {
         # speakers x (train + valid + test) utterances; tiny stays under a minute of audio
-        "tiny": {"n_speakers": 4, "train_per_speaker": 3, "valid_per_speaker": 1, "test_per_speaker": 1},
+        "tiny": {"n_speakers": 4, "train_per_speaker": 2, "valid_per_speaker": 1, "test_per_speaker": 1},
         "demo": {"n_speakers": 24, "train_per_speaker": 16, "valid_per_speaker": 3, "test_per_speaker": 3},
     }
 
@@ -296,7 +296,11 @@ class ClusterParams(Params):
     max_points_per_centroid: int | None = param(None, "FAISS subsamples to this many points per centroid "
                                                       "(null: use every sampled point)", min=1)
     seed: int = param(1234, "random seed of the initialisation")
-    batch_frames: int = param(200_000, "frames assigned per FAISS call", min=1)
+    batch_seconds: float = param(120.0, "audio seconds per batch when labelling (features of unsampled "
+                                        "utterances are computed on the fly)", min=1.0)
+    phone_splits: list[str] = param(["valid", "test"], "splits whose frame phone alignments score the labels "
+                                                        "(phone purity, cluster purity, PNMI)",
+                                    choices=("train", "valid", "test"))
     device: str = param("auto", "auto uses faiss-gpu when present", choices=("auto", "cpu", "cuda"))
 
 

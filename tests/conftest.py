@@ -49,3 +49,48 @@ def messy_corpus(tmp_path: Path) -> Path:
     (root / "empty.wav").write_bytes(b"")
     (root / "text.ogg").write_text("this is not audio")
     return root
+
+
+def phone_corpus(root: Path, n_utts: int = 12, seed: int = 0) -> Path:
+    """A folder corpus of 'phones' made of tones and noise bursts, with frame-exact phone times.
+
+    Each utterance is a random sequence of segments: phone 'a' = 300 Hz tone, 'b' = 700 Hz tone,
+    'c' = 1500 Hz tone, 's' = white noise; splits and speakers are assigned round-robin.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    kinds = {"a": 300.0, "b": 700.0, "c": 1500.0, "s": None}
+    rows = []
+    for u in range(n_utts):
+        pieces, phones, starts, ends, t = [], [], [], [], 0.0
+        for _ in range(int(rng.integers(4, 8))):
+            phone = str(rng.choice(list(kinds)))
+            dur = float(rng.uniform(0.08, 0.2))
+            freq = kinds[phone]
+            piece = tone(dur, freq, amp=0.3) if freq else noise(dur, amp=0.1, seed=int(rng.integers(1 << 30)))
+            pieces.append(piece)
+            phones.append(phone)
+            starts.append(t)
+            t += len(piece) / 16000
+            ends.append(t)
+        path = f"u{u:02d}.wav"
+        write_audio(root / path, np.concatenate(pieces), subtype="PCM_16")
+        rows.append({"path": path, "key": f"utt{u:02d}", "speaker": f"spk{u % 3}", "text": " ".join(phones),
+                     "style": ["neutral", "happy"][u % 2], "split": ["train", "train", "valid", "test"][u % 4],
+                     "phones": phones, "phone_start": starts, "phone_end": ends})
+    pq.write_table(pa.Table.from_pylist(rows), root / "metadata.parquet")
+    return root
+
+
+@pytest.fixture(scope="session")
+def phone_shards(tmp_path_factory) -> Path:
+    """Shards of `phone_corpus` (session-wide: several test files read them)."""
+    from progre.config import ShardParams
+    from stages import shard as shard_stage
+
+    base = tmp_path_factory.mktemp("phone")
+    corpus = phone_corpus(base / "corpus", n_utts=16)
+    shard_stage.run(ShardParams(workers=1), corpus, base / "shards")
+    return base / "shards"

@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import io
 import json
-import multiprocessing
 import os
 import tarfile
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from ..audio import SAMPLE_RATE, BadAudio, encode_flac, read_audio_file, to_mode
 from ..config import ShardParams
 from ..io import atomic_path
 from ..log import progress_bar
+from ..parallel import ordered_map
 from .corpus import SPLITS, CorpusItem, Reject
 
 TAR_MTIME = 0  # fixed member time: reruns give identical bytes
@@ -157,33 +156,16 @@ def _clean_meta(item: CorpusItem) -> dict[str, Any]:
     return meta
 
 
-def _init_worker(params: ShardParams) -> None:
+def _set_worker_params(params: ShardParams) -> None:
     global _WORKER_PARAMS
     _WORKER_PARAMS = params
-    try:
-        import torch
-
-        torch.set_num_threads(1)
-    except ImportError:  # pragma: no cover
-        pass
 
 
 def _encode_in_worker(item: CorpusItem) -> Encoded | Reject:
-    return encode_item(item, _WORKER_PARAMS)
+    return encode_item(item, _WORKER_PARAMS)  # type: ignore[arg-type]
 
 
 _WORKER_PARAMS: ShardParams | None = None
-
-
-def _encoded_stream(items: list[CorpusItem], params: ShardParams) -> Iterator[Encoded | Reject]:
-    """encode_item over all items, in input order, in a pool when workers > 1."""
-    if params.workers == 1 or len(items) < 2:
-        for item in items:
-            yield encode_item(item, params)
-        return
-    ctx = multiprocessing.get_context("spawn")  # fork is unsafe once torch threads exist
-    with ctx.Pool(params.workers, initializer=_init_worker, initargs=(params,)) as pool:
-        yield from pool.imap(_encode_in_worker, items, chunksize=4)
 
 
 def write_shards(items: list[CorpusItem], rejects: list[Reject], out_dir: Path,
@@ -195,7 +177,9 @@ def write_shards(items: list[CorpusItem], rejects: list[Reject], out_dir: Path,
     rejects = list(rejects)
     with progress_bar() as progress:
         task = progress.add_task("sharding", total=len(items))
-        for result in _encoded_stream(items, params):
+        results = ordered_map(_encode_in_worker, items, params.workers, initializer=_set_worker_params,
+                              initargs=(params,))
+        for result in results:
             progress.advance(task)
             if isinstance(result, Reject):
                 rejects.append(result)

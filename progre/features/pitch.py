@@ -2,7 +2,9 @@
 
 WORLD DIO F0 (pyworld) with a 20 ms frame period on float64 16 kHz audio. On voiced frames
 log F0 is z-normalised over the utterance's voiced frames; unvoiced frames are 0. The
-contour is cut to the CNN frame count T = floor((N - 400) / 320) + 1, as the release does.
+contour is cut to the CNN frame count T = floor((N - 400) / 320) + 1, as the release does;
+the normalisation uses the frames kept (DIO gives one or two more at the end), so the stored
+contour is exactly zero-mean and unit-variance on its voiced frames.
 """
 
 from __future__ import annotations
@@ -33,15 +35,20 @@ def normalise_log_f0(f0: np.ndarray) -> np.ndarray:
     return out
 
 
+def pitch_contour_and_voicing(wav: np.ndarray, sample_rate: int = SAMPLE_RATE) -> tuple[np.ndarray, np.ndarray]:
+    """The normalised contour (float32) and the voiced-frame mask (bool), both of num_frames(len(wav))."""
+    if sample_rate != SAMPLE_RATE:
+        raise ValueError(f"pitch contours are defined on {SAMPLE_RATE} Hz audio, got {sample_rate} Hz")
+    frames = num_frames(len(wav))
+    f0 = dio_f0(wav, sample_rate)[:frames]
+    if len(f0) < frames:  # cannot happen for DIO's floor(N/320)+1 frames, kept as a guard
+        f0 = np.pad(f0, (0, frames - len(f0)))
+    return normalise_log_f0(f0), f0 > 0
+
+
 def pitch_contour(wav: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """The normalised contour for one utterance, float32 of length num_frames(len(wav)).
 
     An all-unvoiced utterance gives all zeros (callers record it).
     """
-    if sample_rate != SAMPLE_RATE:
-        raise ValueError(f"pitch contours are defined on {SAMPLE_RATE} Hz audio, got {sample_rate} Hz")
-    frames = num_frames(len(wav))
-    contour = normalise_log_f0(dio_f0(wav, sample_rate))[:frames]
-    if len(contour) < frames:  # cannot happen for DIO's floor(N/320)+1 frames, kept as a guard
-        contour = np.pad(contour, (0, frames - len(contour)))
-    return contour
+    return pitch_contour_and_voicing(wav, sample_rate)[0]

@@ -1,0 +1,144 @@
+"""Sharded feature arrays with a parquet offsets table.
+
+A feature folder holds, per writer (rank) r of W:
+
+- ``part-r-of-W.npy``: all of that writer's frames, one (frames, dim) array (memory-mapped on read)
+- ``index-r-of-W.parquet``: key, part, offset (first row), num_frames, and extra per-utterance columns
+- ``meta.json``: what the features are (kind, dim, dtype, frame rate, layer, checkpoint, corpus
+  fingerprint, world size), written by rank 0.
+
+Several writers can fill one folder (``--rank/--world-size``); readers merge the parts and
+check that none is missing. Each part is written to a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import UserError
+from ..io import read_json, write_json
+
+INDEX_SCHEMA = pa.schema([("key", pa.string()), ("part", pa.string()), ("offset", pa.int64()),
+                          ("num_frames", pa.int64())])
+
+
+def part_name(rank: int, world_size: int) -> str:
+    return f"part-{rank:03d}-of-{world_size:03d}"
+
+
+class FeatureWriter:
+    """Appends (frames, dim) arrays of utterances to one part file; `close` publishes it."""
+
+    def __init__(self, folder: Path, dim: int, dtype: str, rank: int = 0, world_size: int = 1,
+                 extra_columns: dict[str, pa.DataType] | None = None):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.dim, self.dtype = dim, np.dtype(dtype)
+        self.name = part_name(rank, world_size)
+        self.extra_columns = extra_columns or {}
+        self._tmp = self.folder / f".{self.name}.bin.tmp"
+        self._file = open(self._tmp, "wb")
+        self._rows: list[dict[str, Any]] = []
+        self._offset = 0
+
+    def add(self, key: str, features: np.ndarray, **extra: Any) -> None:
+        features = np.asarray(features)
+        if features.ndim != 2 or features.shape[1] != self.dim:
+            raise ValueError(f"{key}: expected (frames, {self.dim}) features, got {features.shape}")
+        self._file.write(np.ascontiguousarray(features, dtype=self.dtype).tobytes())
+        self._rows.append({"key": key, "part": self.name, "offset": self._offset,
+                           "num_frames": features.shape[0], **extra})
+        self._offset += features.shape[0]
+
+    def close(self) -> int:
+        """Write the .npy part and its index; returns the number of utterances."""
+        self._file.close()
+        npy_tmp = self.folder / f".{self.name}.npy.tmp"
+        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
+                  "shape": (self._offset, self.dim)}
+        with open(npy_tmp, "wb") as out, open(self._tmp, "rb") as raw:  # streamed: memory stays flat
+            np.lib.format.write_array_header_2_0(out, header)
+            shutil.copyfileobj(raw, out, 1 << 22)
+        os.replace(npy_tmp, self.folder / f"{self.name}.npy")
+        self._tmp.unlink()
+        schema = INDEX_SCHEMA
+        for name, dtype in self.extra_columns.items():
+            schema = schema.append(pa.field(name, dtype))
+        index_tmp = self.folder / f".index-{self.name[5:]}.parquet.tmp"
+        pq.write_table(pa.Table.from_pylist(self._rows, schema=schema), index_tmp)
+        os.replace(index_tmp, self.folder / f"index-{self.name[5:]}.parquet")
+        return len(self._rows)
+
+    def abort(self) -> None:
+        self._file.close()
+        self._tmp.unlink(missing_ok=True)
+
+
+def write_meta(folder: Path, meta: dict[str, Any]) -> None:
+    write_json(Path(folder) / "meta.json", meta)
+
+
+class FeatureStore:
+    """Read access to a feature folder: `store[key]` -> (frames, dim) array."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        meta_path = self.folder / "meta.json"
+        if not meta_path.is_file():
+            raise UserError(f"{folder} is not a feature folder (no meta.json); run `progre features` first")
+        self.meta: dict[str, Any] = read_json(meta_path)
+        world = int(self.meta.get("world_size", 1))
+        parts = [part_name(r, world) for r in range(world)]
+        missing = [p for p in parts if not (self.folder / f"index-{p[5:]}.parquet").is_file()]
+        if missing:
+            raise UserError(f"{folder}: incomplete, missing {', '.join(missing)} "
+                            f"(a rank of the {world}-way run has not finished)")
+        self.index = pa.concat_tables([pq.read_table(self.folder / f"index-{p[5:]}.parquet") for p in parts])
+        keys = self.index.column("key").to_pylist()
+        self._rows = {k: i for i, k in enumerate(keys)}
+        if len(self._rows) != len(keys):
+            raise UserError(f"{folder}: an utterance appears in more than one part")
+        self._arrays = {p: np.load(self.folder / f"{p}.npy", mmap_mode="r") for p in parts}
+        self._part = self.index.column("part").to_pylist()
+        self._offset = self.index.column("offset").to_pylist()
+        self._frames = self.index.column("num_frames").to_pylist()
+
+    @property
+    def kind(self) -> str:
+        return self.meta["kind"]
+
+    @property
+    def dim(self) -> int:
+        return int(self.meta["dim"])
+
+    def keys(self) -> list[str]:
+        return list(self._rows)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._rows
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        i = self._rows[key]
+        start = self._offset[i]
+        return self._arrays[self._part[i]][start:start + self._frames[i]]
+
+    def column(self, name: str) -> dict[str, Any]:
+        """An extra per-utterance column of the index, as key -> value."""
+        return dict(zip(self.index.column("key").to_pylist(), self.index.column(name).to_pylist()))
+
+    def total_frames(self) -> int:
+        return int(sum(self._frames))
+
+    def stacked(self, dtype: str = "float32") -> np.ndarray:
+        """All frames of all utterances as one (frames, dim) array (for k-means fitting)."""
+        return np.concatenate([np.asarray(a, dtype=dtype) for a in self._arrays.values()], axis=0)

@@ -1,0 +1,93 @@
+"""progre cluster: k-means labels for every frame, label-quality metrics, provenance checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from progre.audio import num_mfcc_frames
+from progre.cluster.labels import read_labels
+from progre.cluster.metrics import cluster_usage, frame_phones, purity_and_pnmi
+from progre.config import ClusterParams, FeaturesParams, ShardParams
+from progre.data.reader import read_index
+from progre.errors import UserError
+from stages import cluster as cluster_stage
+from stages import features as features_stage
+from stages import shard as shard_stage
+
+from .conftest import phone_corpus
+
+
+@pytest.fixture(scope="module")
+def mfcc_features(phone_shards, tmp_path_factory):
+    out = tmp_path_factory.mktemp("feat") / "mfcc"
+    features_stage.run(FeaturesParams(sample_fraction=1.0), "mfcc", phone_shards, out)
+    return out
+
+
+def test_pnmi_and_purity_of_perfect_and_constant_clusterings():
+    perfect = np.diag([30, 50, 20])
+    assert purity_and_pnmi(perfect) == pytest.approx({"phone_purity": 1.0, "cluster_purity": 1.0, "pnmi": 1.0})
+    constant = np.array([[30, 0], [50, 0], [20, 0]])
+    scores = purity_and_pnmi(constant)
+    assert scores["pnmi"] == pytest.approx(0.0, abs=1e-12)
+    assert scores["phone_purity"] == pytest.approx(0.5) and scores["cluster_purity"] == pytest.approx(1.0)
+    # by hand: p = [[.4,.1],[.1,.4]]: phone purity .8, cluster purity .8, I = .4 ln 1.6 * 2 + .1 ln .4 * 2
+    mixed = np.array([[40, 10], [10, 40]])
+    expected_pnmi = (2 * 0.4 * np.log(1.6) + 2 * 0.1 * np.log(0.4)) / np.log(2)
+    assert purity_and_pnmi(mixed) == pytest.approx({"phone_purity": 0.8, "cluster_purity": 0.8,
+                                                    "pnmi": expected_pnmi})
+
+
+def test_cluster_usage():
+    usage = cluster_usage(np.array([5, 5, 0, 0]))
+    assert usage["clusters_used"] == 2 and usage["usage_entropy_bits"] == pytest.approx(1.0)
+    assert usage["usage_entropy_ratio"] == pytest.approx(0.5)
+
+
+def test_frame_phones_uses_frame_centres():
+    # frames at 100 Hz have centres 12.5, 22.5, 32.5 ... ms
+    phones = frame_phones(["a", "b"], [0.0, 0.03], [0.03, 0.05], n_frames=5, frame_rate=100)
+    assert phones == ["a", "a", "b", "b", "sil"]
+
+
+def test_labels_cover_every_frame_of_every_utterance(phone_shards, mfcc_features, tmp_path):
+    metrics = cluster_stage.run(ClusterParams(n_clusters=8, niter=20), mfcc_features, phone_shards, tmp_path / "k")
+    labels = read_labels(tmp_path / "k")
+    index = read_index(phone_shards).to_pylist()
+    assert set(labels.labels) == {row["key"] for row in index}
+    for row in index:
+        assert len(labels.labels[row["key"]]) == num_mfcc_frames(row["num_samples"])
+        assert labels.splits[row["key"]] == row["split"]
+    assert labels.label_rate == 100 and labels.n_clusters == 8 and labels.meta["kind"] == "mfcc"
+    assert 0 < metrics["pnmi"] <= 1 and metrics["clusters_used"] <= 8
+    assert metrics["pnmi"] > 0.3  # tones and noise bursts are easy to tell apart
+    assert (tmp_path / "k" / "cooccurrence.png").stat().st_size > 1000
+    assert (tmp_path / "k" / "kmeans.json").is_file()
+
+
+def test_same_seed_same_labels_other_seed_may_differ(phone_shards, mfcc_features, tmp_path):
+    p = ClusterParams(n_clusters=6, niter=10, seed=3)
+    cluster_stage.run(p, mfcc_features, phone_shards, tmp_path / "a")
+    cluster_stage.run(p, mfcc_features, phone_shards, tmp_path / "b")
+    a, b = read_labels(tmp_path / "a"), read_labels(tmp_path / "b")
+    for key in a.labels:
+        np.testing.assert_array_equal(a.labels[key], b.labels[key])
+    np.testing.assert_array_equal(np.load(tmp_path / "a" / "kmeans.npy"), np.load(tmp_path / "b" / "kmeans.npy"))
+
+
+def test_unsampled_utterances_are_labelled_from_features_computed_on_the_fly(phone_shards, tmp_path):
+    sampled = tmp_path / "sampled"
+    features_stage.run(FeaturesParams(sample_fraction=0.25), "mfcc", phone_shards, sampled)
+    cluster_stage.run(ClusterParams(n_clusters=4, niter=10), sampled, phone_shards, tmp_path / "k")
+    assert len(read_labels(tmp_path / "k").labels) == 16
+
+
+def test_k_larger_than_frames_and_foreign_features_are_refused(phone_shards, mfcc_features, tmp_path):
+    with pytest.raises(UserError, match="needs at least as many frames"):
+        cluster_stage.run(ClusterParams(n_clusters=60000), mfcc_features, phone_shards, tmp_path / "k")
+    other = phone_corpus(tmp_path / "other", n_utts=4, seed=5)
+    shard_stage.run(ShardParams(workers=1), other, tmp_path / "other_shards")
+    with pytest.raises(UserError, match="another corpus"):
+        cluster_stage.run(ClusterParams(n_clusters=4), mfcc_features, tmp_path / "other_shards", tmp_path / "k2")
+    assert not (tmp_path / "k").exists() and not (tmp_path / "k2").exists()
