@@ -1,0 +1,371 @@
+"""The built-in demo corpus: labelled multi-speaker English speech synthesised with eSpeak NG.
+
+`synthesize_corpus(params, out)` writes
+
+- ``out/audio/<key>.flac``: 16 kHz mono, 16-bit FLAC; keys like ``spk03_train_0007``;
+- ``out/metadata.parquet``: one row per utterance (see METADATA_SCHEMA): path (relative to
+  out), key, speaker, split, style, text, phones with start/end times in seconds of the 16 kHz
+  audio, and voice, noise, snr_db (null when clean), duration;
+- ``out/summary.json``: counts and minutes per split, the speakers with their voice settings,
+  styles and the phone inventory.
+
+Speakers are eSpeak voice variants (alternating male and female) with an accent, a base
+pitch, a pitch range and a speaking rate, all drawn from the seed. Styles (an emotion stand-in)
+shift the speaker's pitch level, pitch range, rate and volume. A fraction of the utterances gets
+white, pink or brown noise at an SNR drawn from a range. Every speaker appears in every split,
+and every utterance has its own sentence, so test and valid sentences are unseen in training.
+The same seed gives byte-identical files.
+
+Synthesis runs in this process, on one core: eSpeak speaks about 500x faster than real time and
+the whole chain (synthesis, resampling, noise, FLAC) runs at about 200x real time, so the demo
+corpus (23 minutes) takes under 10 seconds and worker processes (each importing torch) would
+save little.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+from ..audio import SAMPLE_RATE
+from ..config import SynthParams
+from ..errors import UserError
+from ..io import atomic_dir, write_json
+from ..log import logger, track
+from . import espeak
+from .text import sentence_pools
+
+SPLITS = ("train", "valid", "test")
+
+# eSpeak variants that sound clearly different and stay voiced, by gender (not "whisper", nor
+# "klatt"/"klatt2", in which DIO finds F0 in under 10% of frames). Speakers alternate between the
+# two lists; those missing from the data folder are skipped.
+MALE_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "croak", "klatt3", "klatt4", "klatt5", "klatt6",
+                 "david", "paul", "travis", "Andy", "Lee", "Mike", "rob", "quincy", "michel")
+FEMALE_VARIANTS = ("f1", "f2", "f3", "f4", "f5", "linda", "steph", "belinda", "aunty", "Annie", "grandma",
+                   "Andrea", "shelby", "Alicia", "anika")
+ACCENTS = ("en-us", "en", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-gb-x-gbclan", "en-gb-x-gbcwmd",
+           "en-us-nyc")
+
+# speaker prosody, in eSpeak's units (pitch and range 0-100 with 50 the variant's own; words per minute)
+PITCH_RANGE_OF_SPEAKERS = (30, 70)
+RANGE_RANGE_OF_SPEAKERS = (35, 75)
+RATE_RANGE_OF_SPEAKERS = (145, 195)
+
+NOISE_COLOURS = ("white", "pink", "brown")
+RESAMPLE_BUCKET = espeak.SAMPLE_RATE // 4
+"""Inputs are padded to a multiple of 0.25 s before resampling (see `resample_to_16k`)."""
+
+PEAK_LIMIT = 0.99
+"""Utterances louder than this after adding noise are scaled down (never clipped)."""
+
+
+@dataclass(frozen=True)
+class Style:
+    """How a speaking style changes a speaker's prosody."""
+
+    pitch_shift: int  # added to the speaker's pitch (eSpeak units, 0-100)
+    range_scale: float  # multiplies the speaker's pitch range
+    rate_scale: float  # multiplies the speaker's rate
+    volume: int  # eSpeak volume, 100 = normal
+
+
+STYLES = {
+    "neutral": Style(0, 1.0, 1.0, 100),
+    "happy": Style(12, 1.6, 1.08, 120),
+    "sad": Style(-12, 0.45, 0.8, 70),
+    "angry": Style(5, 1.35, 1.15, 150),
+    "calm": Style(-5, 0.7, 0.9, 85),
+    "fearful": Style(18, 0.8, 1.22, 90),
+}
+
+
+@dataclass(frozen=True)
+class Speaker:
+    """One synthetic speaker: an eSpeak voice plus its own prosody."""
+
+    id: str
+    variant: str
+    gender: str
+    accent: str
+    pitch: int
+    pitch_range: int
+    rate: int
+
+    @property
+    def voice(self) -> str:
+        """The eSpeak voice name, accent + variant, e.g. "en-gb-scotland+m3"."""
+        return f"{self.accent}+{self.variant}"
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """Everything needed to render one utterance, fixed before any audio is made."""
+
+    key: str
+    speaker: Speaker
+    split: str
+    style: str
+    text: str
+    noise: str | None  # noise colour, None when clean
+    snr_db: float | None
+    seed: int  # seeds eSpeak's noise and the added noise
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def make_speakers(n: int, seed: int) -> list[Speaker]:
+    """`n` speakers drawn from the seed.
+
+    Genders alternate; each gender's variants come in a seeded order and repeat (with other
+    accents and prosody) once used up; consecutive pairs (one male, one female) share an accent.
+    """
+    available = set(espeak.variant_names())
+    males = [v for v in MALE_VARIANTS if v in available]
+    females = [v for v in FEMALE_VARIANTS if v in available]
+    if not males or not females:
+        raise UserError("eSpeak NG data has too few voice variants (voices/!v) for the demo corpus")
+    rng = np.random.default_rng([seed, 1])
+    males = [males[i] for i in rng.permutation(len(males))]
+    females = [females[i] for i in rng.permutation(len(females))]
+    accents = [ACCENTS[i] for i in rng.permutation(len(ACCENTS))]
+    first_female = bool(rng.integers(2))
+    width = max(2, len(str(n - 1)))
+    speakers = []
+    for i in range(n):
+        female = (i % 2 == 1) != first_female
+        pool = females if female else males
+        speakers.append(Speaker(
+            id=f"spk{i:0{width}d}",
+            variant=pool[(i // 2) % len(pool)],
+            gender="female" if female else "male",
+            accent=accents[(i // 2) % len(accents)],
+            pitch=int(rng.integers(PITCH_RANGE_OF_SPEAKERS[0], PITCH_RANGE_OF_SPEAKERS[1] + 1)),
+            pitch_range=int(rng.integers(RANGE_RANGE_OF_SPEAKERS[0], RANGE_RANGE_OF_SPEAKERS[1] + 1)),
+            rate=int(rng.integers(RATE_RANGE_OF_SPEAKERS[0], RATE_RANGE_OF_SPEAKERS[1] + 1)),
+        ))
+    return speakers
+
+
+def _noise_plan(n: int, params: SynthParams, split_index: int) -> list[tuple[str | None, float | None]]:
+    """(colour, SNR) for each of `n` utterances of a split; round(noise_fraction * n) are noisy."""
+    rng = np.random.default_rng([params.seed, 2, split_index])
+    noisy = set(rng.permutation(n)[: int(round(params.noise_fraction * n))].tolist())
+    plan: list[tuple[str | None, float | None]] = []
+    for i in range(n):
+        colour = NOISE_COLOURS[int(rng.integers(len(NOISE_COLOURS)))]
+        snr = round(float(rng.uniform(params.snr_db_min, params.snr_db_max)), 2)
+        plan.append((colour, snr) if i in noisy else (None, None))
+    return plan
+
+
+def plan_corpus(params: SynthParams) -> tuple[list[Speaker], list[Utterance]]:
+    """The speakers and every utterance (text, style, noise), in output order: split, speaker, index."""
+    counts = params.resolved()
+    speakers = make_speakers(counts["n_speakers"], params.seed)
+    per_speaker = {split: counts[f"{split}_per_speaker"] for split in SPLITS}
+    pools = sentence_pools(params.seed, {split: n * len(speakers) for split, n in per_speaker.items()})
+    utterances = []
+    for split_index, split in enumerate(SPLITS):
+        n = per_speaker[split]
+        noise = _noise_plan(n * len(speakers), params, split_index)
+        for s, speaker in enumerate(speakers):
+            for j in range(n):
+                k = s * n + j
+                colour, snr = noise[k]
+                utterances.append(Utterance(
+                    key=f"{speaker.id}_{split}_{j:04d}",
+                    speaker=speaker,
+                    split=split,
+                    style=params.styles[(s + j) % len(params.styles)],
+                    text=pools[split][k],
+                    noise=colour,
+                    snr_db=snr,
+                    seed=int(np.random.SeedSequence([params.seed, 3, split_index, s, j]).generate_state(1)[0]),
+                ))
+    return speakers, utterances
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def style_prosody(speaker: Speaker, style: str) -> dict[str, int]:
+    """eSpeak parameters (rate, pitch, pitch_range, volume) of `speaker` speaking in `style`."""
+    if style not in STYLES:
+        raise UserError(f"unknown speaking style {style!r}; known: {', '.join(STYLES)}")
+    st = STYLES[style]
+    return {
+        "rate": int(round(speaker.rate * st.rate_scale)),
+        "pitch": int(np.clip(speaker.pitch + st.pitch_shift, 0, 100)),
+        "pitch_range": int(np.clip(round(speaker.pitch_range * st.range_scale), 0, 100)),
+        "volume": st.volume,
+    }
+
+
+def coloured_noise(n: int, colour: str, rng: np.random.Generator) -> np.ndarray:
+    """Unit-RMS noise of `n` samples with a 1/f^a power spectrum (white a=0, pink a=1, brown a=2)."""
+    exponent = {"white": 0.0, "pink": 1.0, "brown": 2.0}[colour]
+    white = rng.standard_normal(n)
+    if exponent == 0.0:
+        noise = white
+    else:
+        spectrum = np.fft.rfft(white)
+        freqs = np.fft.rfftfreq(n)
+        scale = np.zeros_like(freqs)
+        scale[1:] = freqs[1:] ** (-exponent / 2)
+        noise = np.fft.irfft(spectrum * scale, n)
+    rms = np.sqrt(np.mean(noise**2))
+    return (noise / rms if rms > 0 else noise).astype(np.float32)
+
+
+def add_noise(wav: np.ndarray, colour: str, snr_db: float, rng: np.random.Generator) -> np.ndarray:
+    """`wav` plus `colour` noise at `snr_db` relative to the mean power of the whole utterance."""
+    power = float(np.mean(wav.astype(np.float64) ** 2))
+    if power == 0.0:
+        return wav
+    noise = coloured_noise(len(wav), colour, rng) * np.float32(np.sqrt(power / 10 ** (snr_db / 10)))
+    return wav + noise
+
+
+def resample_to_16k(samples: np.ndarray) -> np.ndarray:
+    """eSpeak's 22050 Hz samples at 16 kHz (torchaudio's windowed-sinc resampler).
+
+    The input is zero-padded to a multiple of RESAMPLE_BUCKET before resampling and the output is
+    cut to ceil(n * 16000 / 22050) samples. The result is that of the unpadded input (the
+    resampler pads with zeros anyway), but oneDNN, which caches one convolution per input length,
+    sees few distinct lengths, so memory stays flat over thousands of utterances.
+    """
+    n = len(samples)
+    n_out = -(-n * SAMPLE_RATE // espeak.SAMPLE_RATE)
+    padded = np.zeros(-(-max(n, 1) // RESAMPLE_BUCKET) * RESAMPLE_BUCKET, dtype=np.float32)
+    padded[:n] = samples
+    return AF.resample(torch.from_numpy(padded), espeak.SAMPLE_RATE, SAMPLE_RATE).numpy()[:n_out]
+
+
+def render(utt: Utterance) -> tuple[np.ndarray, list[tuple[str, float, float]]]:
+    """The 16 kHz float32 audio of `utt` and its phones (phone, start_s, end_s) within that audio."""
+    samples, phones = espeak.speak(utt.text, utt.speaker.voice, seed=utt.seed,
+                                   **style_prosody(utt.speaker, utt.style))
+    wav = resample_to_16k(samples)
+    if utt.noise is not None:
+        wav = add_noise(wav, utt.noise, utt.snr_db, np.random.default_rng([utt.seed, 4]))
+    peak = float(np.max(np.abs(wav))) if len(wav) else 0.0
+    if peak > PEAK_LIMIT:
+        wav = wav * np.float32(PEAK_LIMIT / peak)
+    return wav.astype(np.float32), fit_phones(phones, len(wav) / SAMPLE_RATE)
+
+
+def fit_phones(phones: list[tuple[str, float, float]], duration: float) -> list[tuple[str, float, float]]:
+    """Clip phone times to `duration` and stretch the last phone to it (resampling rounds the length up)."""
+    fitted = [(p, min(start, duration), min(end, duration)) for p, start, end in phones]
+    if fitted:
+        name, start, _ = fitted[-1]
+        fitted[-1] = (name, start, duration)
+    return fitted
+
+
+# --------------------------------------------------------------------------- writing
+
+METADATA_SCHEMA = pa.schema([
+    ("path", pa.string()),
+    ("key", pa.string()),
+    ("speaker", pa.string()),
+    ("split", pa.string()),
+    ("style", pa.string()),
+    ("text", pa.string()),
+    ("phones", pa.list_(pa.string())),
+    ("phone_start", pa.list_(pa.float64())),
+    ("phone_end", pa.list_(pa.float64())),
+    ("voice", pa.string()),
+    ("noise", pa.string()),
+    ("snr_db", pa.float64()),
+    ("duration", pa.float64()),
+])
+
+
+def write_utterance(utt: Utterance, out: Path) -> dict:
+    """Render `utt`, write `out/audio/<key>.flac` and return its metadata row."""
+    wav, phones = render(utt)
+    rel = f"audio/{utt.key}.flac"
+    sf.write(out / rel, wav, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+    return {
+        "path": rel,
+        "key": utt.key,
+        "speaker": utt.speaker.id,
+        "split": utt.split,
+        "style": utt.style,
+        "text": utt.text,
+        "phones": [p for p, _, _ in phones],
+        "phone_start": [round(s, 6) for _, s, _ in phones],
+        "phone_end": [round(e, 6) for _, _, e in phones],
+        "voice": utt.speaker.voice,
+        "noise": utt.noise,
+        "snr_db": utt.snr_db,
+        "duration": len(wav) / SAMPLE_RATE,
+    }
+
+
+def summarise(rows: list[dict], speakers: list[Speaker], params: SynthParams) -> dict:
+    """Counts per split, total duration, speakers, styles and phone inventory of the corpus."""
+    splits = {}
+    for split in SPLITS:
+        in_split = [r for r in rows if r["split"] == split]
+        seconds = sum(r["duration"] for r in in_split)
+        splits[split] = {"utterances": len(in_split), "seconds": round(seconds, 3),
+                         "minutes": round(seconds / 60, 3), "noisy": sum(r["noise"] is not None for r in in_split)}
+    inventory = sorted({p for r in rows for p in r["phones"]})
+    return {
+        "seed": params.seed,
+        "sample_rate": SAMPLE_RATE,
+        "utterances": len(rows),
+        "total_seconds": round(sum(r["duration"] for r in rows), 3),
+        "splits": splits,
+        "speakers": [{**asdict(s), "voice": s.voice} for s in speakers],
+        "styles": list(params.styles),
+        "phone_inventory": inventory,
+        "phone_inventory_size": len(inventory),
+        "counts": params.resolved(),
+    }
+
+
+@contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    """Resample with one torch thread: the signals are short, and with two threads OpenMP's
+    spin-waiting made the loop several times slower whenever another process used the second core."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def synthesize_corpus(params: SynthParams, out: Path, overwrite: bool = False) -> dict:
+    """Synthesise the corpus described by `params` into `out` (atomically); returns the summary."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise UserError(f"output {out} already exists (pass --overwrite to replace it)")
+    unknown = [s for s in params.styles if s not in STYLES]
+    if unknown:
+        raise UserError(f"synth.styles: unknown style {unknown[0]!r}; known: {', '.join(STYLES)}")
+    speakers, utterances = plan_corpus(params)
+    logger.info("synthesising %d utterances of %d speakers into %s", len(utterances), len(speakers), out)
+    with atomic_dir(out, overwrite=overwrite) as tmp, _one_torch_thread():
+        (tmp / "audio").mkdir()
+        rows = [write_utterance(utt, tmp) for utt in track(utterances, "synth")]
+        pq.write_table(pa.Table.from_pylist(rows, schema=METADATA_SCHEMA), tmp / "metadata.parquet")
+        summary = summarise(rows, speakers, params)
+        write_json(tmp / "summary.json", summary)
+    logger.info("wrote %d utterances, %.1f minutes of audio, %d phones in the inventory",
+                summary["utterances"], summary["total_seconds"] / 60, summary["phone_inventory_size"])
+    return summary

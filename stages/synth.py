@@ -1,0 +1,36 @@
+"""DVC stage `synth`: the built-in demo corpus -> audio/*.flac + metadata.parquet + summary.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.table import Table
+
+from progre.config import SynthParams
+from progre.data.synth import synthesize_corpus
+from progre.errors import UserError
+from progre.log import console, is_quiet
+
+
+def run(p: SynthParams, out: Path, overwrite: bool = False) -> None:
+    """Synthesise the corpus into `out` and print a summary table."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise UserError(f"output {out} already exists (pass --overwrite to replace it)")
+    summary = synthesize_corpus(p, out, overwrite=overwrite)
+    if not is_quiet():
+        _print_summary(summary, out)
+
+
+def _print_summary(summary: dict, out: Path) -> None:
+    """Utterances and minutes per split, then speakers, styles and phone inventory size."""
+    table = Table(title=f"corpus in {out}")
+    for col in ("split", "utterances", "minutes", "noisy"):
+        table.add_column(col, justify="left" if col == "split" else "right")
+    for split, s in summary["splits"].items():
+        table.add_row(split, str(s["utterances"]), f"{s['minutes']:.1f}", str(s["noisy"]))
+    table.add_row("total", str(summary["utterances"]), f"{summary['total_seconds'] / 60:.1f}",
+                  str(sum(s["noisy"] for s in summary["splits"].values())), style="bold")
+    console.print(table)
+    console.print(f"{len(summary['speakers'])} speakers, styles: {', '.join(summary['styles'])}, "
+                  f"{summary['phone_inventory_size']} phones", highlight=False)
