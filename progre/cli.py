@@ -130,6 +130,8 @@ def features(
     out: Path = typer.Option(..., "--out", "-o", help="output feature folder"),
     checkpoint: Optional[Path] = typer.Option(None, help="model checkpoint folder (kind=layer)"),
     layer: Optional[int] = typer.Option(None, help="transformer layer, 1-based (kind=layer)"),
+    pitch: Optional[Path] = typer.Option(None, help="pitch feature folder for a ProgRE checkpoint (kind=layer; "
+                                                    "computed on the fly if omitted)"),
     rank: Optional[int] = typer.Option(None, help="this worker's index when splitting the work (default: "
                                                   "RANK from torchrun, else 0)"),
     world_size: Optional[int] = typer.Option(None, help="number of workers splitting the work (default: "
@@ -142,7 +144,8 @@ def features(
     p = _load(config.FeaturesParams, params, overrides)
     from stages import features as stage
 
-    stage.run(p, kind=kind.value, shards=shards, out=out, checkpoint=checkpoint, rank=rank, world_size=world_size)
+    stage.run(p, kind=kind.value, shards=shards, out=out, checkpoint=checkpoint, rank=rank, world_size=world_size,
+              pitch=pitch)
 
 
 @app.command(epilog=_epilog(config.ClusterParams))

@@ -323,7 +323,10 @@ class PretrainParams(Params):
     # model
     model: str = param("progre", "progre, or the HuBERT baseline (both branches off)", choices=("progre", "hubert"))
     size: str = param("tiny", "model size preset", choices=("tiny", "base", "large"))
-    speaker_layer: int = param(4, "the speaker branch reads the output of this transformer layer", min=1)
+    pitch_branch: bool | None = param(None, "ablation switch for the pitch branch (null: on for progre)")
+    speaker_branch: bool | None = param(None, "ablation switch for the speaker branch (null: on for progre)")
+    speaker_layer: int | None = param(None, "the speaker branch reads the output of this transformer layer "
+                                            "(null: the size preset's, 4 for base, 2 for tiny)", min=1)
     speaker_loss_weight: float = param(1.0, "weight of the speaker-classification loss", min=0.0)
     speaker_grad_through: bool = param(False, "let gradient flow through the speaker subtraction "
                                               "(the release detaches it)")
@@ -382,9 +385,16 @@ class EvaluateParams(Params):
     max_epochs: int = param(40, "upper bound of training epochs per task", min=1)
     patience: int = param(6, "stop after this many epochs without a better valid score", min=1)
     layer_norm: bool = param(False, "layer-normalise each hidden state before the weighted sum")
+    standardize: bool = param(True, "standardise each hidden state per dimension with the mean and std of "
+                                    "its training frames (a fixed affine map: the layer weights then compare "
+                                    "states, not their scales)")
     asr_hidden: int = param(128, "hidden units per direction of the ASR BiLSTM", min=1)
     asr_layers: int = param(2, "BiLSTM layers of the ASR head", min=1)
-    seed: int = param(1234, "random seed of head initialisation and batch order")
+    phonemize_voice: str = param("en-us", "eSpeak NG voice that phonemises transcripts for PR when the corpus "
+                                          "has text but no phones")
+    batch_seconds: float = param(60.0, "audio seconds per batch when computing hidden states", min=1.0)
+    hidden_dtype: str = param("float16", "storage type of cached hidden states", choices=("float16", "float32"))
+    seed: int = param(1234, "random seed of head initialisation, batch order and random-init upstreams")
     device: str = param("auto", "auto picks CUDA when present", choices=("auto", "cpu", "cuda"))
 
 

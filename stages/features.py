@@ -60,7 +60,7 @@ def output_folder(out: Path, world_size: int) -> Iterator[Path]:
 
 
 def run(p: FeaturesParams, kind: str, shards: Path, out: Path, checkpoint: Path | None = None,
-        rank: int | None = None, world_size: int | None = None) -> dict:
+        rank: int | None = None, world_size: int | None = None, pitch: Path | None = None) -> dict:
     rank, world_size = resolve_rank(rank, world_size)
     if kind == "layer" and checkpoint is None:
         raise UserError("--kind layer needs --checkpoint (a model checkpoint folder)")
@@ -73,7 +73,7 @@ def run(p: FeaturesParams, kind: str, shards: Path, out: Path, checkpoint: Path 
         else:
             keys = select_sample(shards, p.sample_fraction, p.sample_split, p.seed)
             computer = MfccComputer(device) if kind == "mfcc" else \
-                LayerComputer(checkpoint, p.layer, device, p.chunk_seconds)  # type: ignore[arg-type]
+                LayerComputer(checkpoint, p.layer, device, p.chunk_seconds, pitch)  # type: ignore[arg-type]
             stats = _write_computed(computer, p, shards, keys, folder, rank, world_size)
             meta = computer.describe() | {"dtype": p.hidden_dtype if kind == "layer" else "float32",
                                           "sample_fraction": p.sample_fraction, "sample_split": p.sample_split,

@@ -91,3 +91,67 @@ def test_k_larger_than_frames_and_foreign_features_are_refused(phone_shards, mfc
     with pytest.raises(UserError, match="another corpus"):
         cluster_stage.run(ClusterParams(n_clusters=4), mfcc_features, tmp_path / "other_shards", tmp_path / "k2")
     assert not (tmp_path / "k").exists() and not (tmp_path / "k2").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoints(tmp_path_factory):
+    import torch
+
+    from progre.model import ProgREEncoder, model_config, save_checkpoint
+
+    base = tmp_path_factory.mktemp("ckpt")
+    torch.manual_seed(0)
+    save_checkpoint(base / "hubert", ProgREEncoder(model_config("tiny", "hubert")))
+    save_checkpoint(base / "progre", ProgREEncoder(model_config("tiny", "progre")))
+    return base
+
+
+def test_iteration_two_labels_from_layer_features_are_50_hz(phone_shards, phone_labels, tiny_checkpoints, tmp_path):
+    from progre.audio import num_frames
+    from progre.features.store import FeatureStore
+
+    _, pitch = phone_labels
+    out = tmp_path / "layer"
+    features_stage.run(FeaturesParams(sample_fraction=0.5, layer=3), "layer", phone_shards, out,
+                       checkpoint=tiny_checkpoints / "progre", pitch=pitch)
+    store = FeatureStore(out)
+    assert store.meta["kind"] == "layer" and store.meta["layer"] == 3 and store.dim == 256
+    assert store.meta["frame_rate"] == 50 and store.meta["pitch"] == str(pitch)
+    lengths = dict(zip(read_index(phone_shards).column("key").to_pylist(),
+                       read_index(phone_shards).column("num_samples").to_pylist()))
+    for key in store.keys():
+        assert store[key].dtype == np.float16 and len(store[key]) == num_frames(lengths[key])
+
+    cluster_stage.run(ClusterParams(n_clusters=5, niter=10), out, phone_shards, tmp_path / "k2")
+    labels = read_labels(tmp_path / "k2")
+    assert labels.label_rate == 50 and labels.meta["layer"] == 3
+    for key, n in lengths.items():
+        assert len(labels.labels[key]) == num_frames(n)  # unsampled ones too, computed with the same pitch
+
+
+def test_long_audio_in_chunks_keeps_the_frame_grid(phone_shards, tiny_checkpoints):
+    import torch
+
+    from progre.audio import num_frames
+    from progre.features.compute import LayerComputer
+    from progre.data.reader import iter_utterances
+
+    utt = max(iter_utterances(phone_shards, "train"), key=lambda u: len(u.wav))
+    computer = LayerComputer(tiny_checkpoints / "hubert", 2, torch.device("cpu"), chunk_seconds=0.3)
+    (chunked,) = computer([utt])
+    assert len(chunked) == num_frames(len(utt.wav))
+    hop = computer.chunk_hop  # 0.3 s -> 15 frames of 320 samples
+    for c, start in enumerate(range(0, len(utt.wav) - 400 + 1, hop)):
+        chunk = utt.wav[start:start + hop + 80]  # each chunk is encoded on its own, frames line up
+        states, _ = computer.encoder.extract(torch.from_numpy(chunk)[None])
+        alone = states[computer.state_index][0].detach().numpy()
+        np.testing.assert_allclose(chunked[c * 15:c * 15 + len(alone)], alone, atol=1e-5)
+
+
+def test_layer_out_of_range_is_a_user_error(phone_shards, tiny_checkpoints, tmp_path):
+    with pytest.raises(UserError, match="out of range"):
+        features_stage.run(FeaturesParams(layer=9), "layer", phone_shards, tmp_path / "x",
+                           checkpoint=tiny_checkpoints / "hubert")
+    with pytest.raises(UserError, match="not found"):
+        features_stage.run(FeaturesParams(layer=2), "layer", phone_shards, tmp_path / "x",
+                           checkpoint=tmp_path / "missing")

@@ -216,3 +216,14 @@ def test_webdataset_pipeline_yields_decoded_utterances(messy_corpus, tmp_path):
         np.testing.assert_array_equal(via_wds[key], direct[key])
     assert len(corpus_fingerprint(out)) == 16
     assert isinstance(read_index(out, "train"), pa.Table)
+
+
+def test_index_offsets_give_random_access_to_the_audio(messy_corpus, tmp_path):
+    from progre.data.reader import read_audio_at
+
+    out = tmp_path / "s"
+    shard_stage.run(ShardParams(workers=1, max_shard_items=2), messy_corpus, out)
+    streamed = {u.key: u.wav for u in iter_utterances(out)}
+    for row in read_index(out).to_pylist():
+        np.testing.assert_array_equal(read_audio_at(out, row["shard"], row["flac_offset"], row["flac_bytes"]),
+                                      streamed[row["key"]])

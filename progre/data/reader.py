@@ -69,6 +69,16 @@ def shard_paths(shards: Path, split: str | Iterable[str] | None = None) -> list[
     return [Path(shards) / name for name in names]
 
 
+def read_audio_at(shards: Path, shard: str, offset: int, size: int) -> np.ndarray:
+    """Random access: decode one utterance's FLAC from its tar at the offset the index records."""
+    with open(Path(shards) / shard, "rb") as f:
+        f.seek(offset)
+        data = f.read(size)
+    if len(data) != size:
+        raise UserError(f"{shards}/{shard} is shorter than its index says; re-run `progre shard`")
+    return decode_audio_bytes(data)
+
+
 def decode_sample(sample: dict[str, Any]) -> Utterance:
     """A raw WebDataset sample (``__key__``, ``flac``, ``json`` bytes) -> Utterance."""
     meta = json.loads(sample["json"])

@@ -46,6 +46,8 @@ INDEX_SCHEMA = pa.schema([
     ("phone_end", pa.list_(pa.float64())),
     ("style", pa.string()),
     ("source", pa.string()),
+    ("flac_offset", pa.int64()),  # where the key's FLAC bytes start in its tar, for random access
+    ("flac_bytes", pa.int64()),
 ])
 REJECTS_SCHEMA = pa.schema([("path", pa.string()), ("key", pa.string()), ("reason", pa.string())])
 
@@ -88,8 +90,8 @@ class TarShardWriter:
     def name(self) -> str:
         return f"{self.split}-{self.index:06d}.tar"
 
-    def write(self, key: str, members: dict[str, bytes]) -> str:
-        """Add one sample; returns the shard file name it went to."""
+    def write(self, key: str, members: dict[str, bytes]) -> tuple[str, dict[str, int]]:
+        """Add one sample; returns the shard file name and each member's data offset in it."""
         size = sum(_member_bytes(f"{key}.{ext}", len(data)) for ext, data in members.items())
         if self._tar is not None and (self._items >= self.max_items
                                       or _tar_file_bytes(self._bytes + size) > self.max_bytes):
@@ -97,6 +99,7 @@ class TarShardWriter:
             self.index += 1
         if self._tar is None:
             self._open()
+        offsets = {}
         for ext in sorted(members):
             info = tarfile.TarInfo(f"{key}.{ext}")
             info.size = len(members[ext])
@@ -104,10 +107,12 @@ class TarShardWriter:
             info.mode = 0o644
             info.uid = info.gid = 0
             info.uname = info.gname = ""
+            header = info.tobuf(tarfile.GNU_FORMAT, self._tar.encoding, self._tar.errors)  # type: ignore[union-attr]
+            offsets[ext] = self._tar.offset + len(header)  # type: ignore[union-attr]
             self._tar.addfile(info, io.BytesIO(members[ext]))  # type: ignore[union-attr]
         self._items += 1
         self._bytes += size
-        return self.name
+        return self.name, offsets
 
     def close(self) -> None:
         if self._tar is not None:
@@ -186,8 +191,9 @@ def write_shards(items: list[CorpusItem], rejects: list[Reject], out_dir: Path,
                 continue
             meta = result.meta
             payload = json.dumps(meta, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
-            shard = writers[meta["split"]].write(result.key, {"flac": result.flac, "json": payload})
-            rows.append({col: meta.get(col) for col in INDEX_SCHEMA.names} | {"shard": shard})
+            shard, offsets = writers[meta["split"]].write(result.key, {"flac": result.flac, "json": payload})
+            rows.append({col: meta.get(col) for col in INDEX_SCHEMA.names}
+                        | {"shard": shard, "flac_offset": offsets["flac"], "flac_bytes": len(result.flac)})
     for writer in writers.values():
         writer.close()
 

@@ -95,34 +95,44 @@ class LayerComputer:
     kind = "layer"
     frame_rate = SAMPLE_RATE // 320
 
-    def __init__(self, checkpoint: Path, layer: int, device: torch.device, chunk_seconds: float = 30.0):
+    def __init__(self, checkpoint: Path, layer: int, device: torch.device, chunk_seconds: float = 30.0,
+                 pitch: Path | None = None):
         from ..model.checkpoint import load_encoder
+        from .store import FeatureStore
 
         self.checkpoint = Path(checkpoint)
         self.encoder = load_encoder(self.checkpoint, device=device).eval()
         self.device = device
+        # a ProgRE model reads pitch contours: from the pitch stage's folder, else computed per chunk
+        self.pitch_folder = Path(pitch) if pitch is not None and self.encoder.config.pitch_branch else None
+        self.pitch = FeatureStore(self.pitch_folder) if self.pitch_folder is not None else None
         names = self.encoder.hidden_state_names()
         candidates = [f"layer{layer}", f"layer{layer}-speaker"]
         found = [names.index(c) for c in candidates if c in names]
-        n_layers = self.encoder.cfg.encoder_layers
+        n_layers = self.encoder.config.encoder_layers
         if not found or not 1 <= layer <= n_layers:
             raise UserError(f"layer {layer} is out of range: the checkpoint has {n_layers} transformer layers")
         self.layer, self.state_index = layer, found[0]
         self.state_name = names[self.state_index]
-        self.dim = self.encoder.cfg.encoder_embed_dim
+        self.dim = self.encoder.config.encoder_embed_dim
         frames_per_chunk = max(1, int(chunk_seconds * SAMPLE_RATE) // 320)
         self.chunk_hop = frames_per_chunk * 320
 
     @torch.no_grad()
     def __call__(self, utts: list[Utterance]) -> list[np.ndarray]:
         pieces: list[tuple[int, np.ndarray]] = []  # (utterance position, chunk waveform)
+        contours: list[np.ndarray] = []
         for i, utt in enumerate(utts):
             for start in range(0, max(len(utt.wav) - 400, 0) + 1, self.chunk_hop):
                 chunk = utt.wav[start:start + self.chunk_hop + 80]
                 if num_frames(len(chunk)) > 0:
                     pieces.append((i, chunk))
+                    if self.pitch is not None:
+                        first = start // 320
+                        contours.append(self.pitch[utt.key][first:first + num_frames(len(chunk)), 0])
         wavs, lengths = mfcc_lib.pad_batch([c for _, c in pieces], self.device)
-        states, frame_lengths = self.encoder.extract(wavs, lengths=lengths)
+        pitch = mfcc_lib.pad_batch(contours, self.device)[0] if contours else None
+        states, frame_lengths = self.encoder.extract(wavs, pitch=pitch, lengths=lengths)
         layer = states[self.state_index].float().cpu().numpy()
         out: list[list[np.ndarray]] = [[] for _ in utts]
         for row, ((i, _), n) in enumerate(zip(pieces, frame_lengths.tolist())):
@@ -131,7 +141,8 @@ class LayerComputer:
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "dim": self.dim, "frame_rate": self.frame_rate, "layer": self.layer,
-                "state": self.state_name, "checkpoint": str(self.checkpoint)}
+                "state": self.state_name, "checkpoint": str(self.checkpoint),
+                "pitch": None if self.pitch_folder is None else str(self.pitch_folder)}
 
 
 def computer_from_meta(meta: dict[str, Any], device: torch.device, chunk_seconds: float = 30.0) -> FeatureComputer:
@@ -142,7 +153,7 @@ def computer_from_meta(meta: dict[str, Any], device: torch.device, chunk_seconds
         checkpoint = Path(meta["checkpoint"])
         if not checkpoint.exists():
             raise UserError(f"the features were computed with checkpoint {checkpoint}, which no longer exists")
-        return LayerComputer(checkpoint, int(meta["layer"]), device, chunk_seconds)
+        return LayerComputer(checkpoint, int(meta["layer"]), device, chunk_seconds, meta.get("pitch"))
     raise UserError(f"cannot cluster features of kind {meta['kind']!r} (use mfcc or layer features)")
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
+import numpy as np
 import torch
 import torchaudio.functional as AF
 from torchaudio.compliance import kaldi
@@ -120,7 +121,7 @@ def mfcc_batch(wavs: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor,
 
 def pad_batch(wavs: list, device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """List of 1-D numpy/torch waveforms -> (B, N_max) float32 tensor and (B,) lengths."""
-    tensors = [torch.as_tensor(w, dtype=torch.float32) for w in wavs]
+    tensors = [torch.from_numpy(np.array(w, dtype=np.float32)) for w in wavs]  # copies read-only memmaps
     lengths = torch.tensor([len(t) for t in tensors], dtype=torch.long)
     batch = torch.nn.utils.rnn.pad_sequence(tensors, batch_first=True)
     return batch.to(device), lengths.to(device)

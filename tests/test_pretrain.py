@@ -1,0 +1,203 @@
+"""progre pretrain: learning, exact resume, skipped non-finite steps, data plans and bad input."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from progre.cluster.labels import read_labels
+from progre.config import PretrainParams
+from progre.errors import UserError
+from progre.features.store import FeatureStore
+from progre.train import data as data_lib
+from progre.train.loop import Trainer
+from progre.train.schedule import learning_rate
+from stages import pretrain as pretrain_stage
+
+
+def tiny(**overrides) -> PretrainParams:
+    values = dict(size="tiny", max_steps=8, warmup_steps=2, lr=1e-3, batch_seconds=3.0, crop_min_seconds=0.3,
+                  crop_max_seconds=2.0, bucket_size=8, log_every=2, valid_every=4, valid_batches=2,
+                  checkpoint_every=3, keep_last=2, num_workers=0, seed=3)
+    values.update(overrides)
+    return PretrainParams(**values)
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "model" / "model.safetensors"))
+
+
+def test_learning_rate_schedule():
+    kw = dict(peak=1.0, warmup_steps=10, max_steps=110, end=0.0, power=1.0)
+    assert learning_rate(0, **kw) == pytest.approx(0.1)
+    assert learning_rate(9, **kw) == pytest.approx(1.0)
+    assert learning_rate(60, **kw) == pytest.approx(0.5)
+    assert learning_rate(110, **kw) == 0.0
+
+
+def test_masked_prediction_learns_on_the_tiny_corpus(phone_shards, phone_labels, tmp_path):
+    labels, pitch = phone_labels
+    summary = pretrain_stage.run(tiny(max_steps=40, log_every=5, valid_every=40, checkpoint_every=40),
+                                 tmp_path / "run", phone_shards, labels, pitch)
+    from progre.train.loop import read_log
+
+    log = read_log(tmp_path / "run" / "train_state" / "log.jsonl")
+    first, last = log[0], log[-1]
+    assert last["train/loss_masked"] < 0.85 * first["train/loss_masked"]
+    counts = np.bincount(np.concatenate(list(read_labels(labels).labels.values())), minlength=8)
+    majority = counts.max() / counts.sum()  # the best a model ignoring the audio could do
+    assert last["train/acc_masked"] > majority + 0.05
+    assert summary["steps"] == 40 and summary["bad_steps"] == 0
+    assert (tmp_path / "run" / "curves.png").is_file() and (tmp_path / "run" / "metrics.json").is_file()
+    assert list((tmp_path / "run" / "train_state" / "dvclive").rglob("*.tsv"))
+
+
+def test_killed_run_resumed_with_the_same_command_equals_an_uninterrupted_run(phone_shards, phone_labels,
+                                                                              tmp_path, monkeypatch):
+    labels, pitch = phone_labels
+    p = tiny()
+    pretrain_stage.run(p, tmp_path / "straight", phone_shards, labels, pitch)
+
+    real_step = Trainer.train_step
+
+    def dies_at_update_5(self, batches):
+        if self.step == 5:
+            raise KeyboardInterrupt  # as if killed between checkpoints
+        return real_step(self, batches)
+
+    monkeypatch.setattr(Trainer, "train_step", dies_at_update_5)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain_stage.run(p, tmp_path / "killed", phone_shards, labels, pitch)
+    checkpoints = sorted(p.name for p in (tmp_path / "killed" / "train_state" / "checkpoints").iterdir())
+    assert checkpoints == ["step-00000003"]
+    monkeypatch.setattr(Trainer, "train_step", real_step)
+    pretrain_stage.run(p, tmp_path / "killed", phone_shards, labels, pitch)  # the same command again
+
+    a, b = weights(tmp_path / "straight"), weights(tmp_path / "killed")
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
+    kept = sorted(p.name for p in (tmp_path / "killed" / "train_state" / "checkpoints").iterdir())
+    assert kept == ["step-00000006", "step-00000008"]  # keep_last=2
+
+
+def test_non_finite_steps_are_skipped_counted_and_stop_when_persistent(phone_shards, phone_labels, tmp_path,
+                                                                       monkeypatch):
+    labels, pitch = phone_labels
+    real_load = data_lib.PretrainData.load
+    poisoned = {"count": 0}
+
+    def load_with_nan(self, batch):
+        out = real_load(self, batch)
+        poisoned["count"] += 1
+        if poisoned["count"] == 3:  # the third training micro-batch
+            out["wav"][0, 100] = float("nan")
+        return out
+
+    monkeypatch.setattr(data_lib.PretrainData, "load", load_with_nan)
+    summary = pretrain_stage.run(tiny(max_steps=5, valid_every=100, checkpoint_every=100), tmp_path / "r",
+                                 phone_shards, labels, pitch)
+    assert summary["bad_steps"] == 1 and summary["steps"] == 5
+    assert all(torch.isfinite(t).all() for t in weights(tmp_path / "r").values())
+
+    def always_nan(self, batch):
+        out = real_load(self, batch)
+        out["wav"][:] = float("nan")
+        return out
+
+    monkeypatch.setattr(data_lib.PretrainData, "load", always_nan)
+    with pytest.raises(UserError, match="3 non-finite updates in a row"):
+        pretrain_stage.run(tiny(max_bad_steps=3), tmp_path / "r2", phone_shards, labels, pitch)
+
+
+def test_plans_are_deterministic_frame_aligned_and_within_budget(phone_shards, phone_labels):
+    labels, pitch = phone_labels
+    label_set = read_labels(labels)
+    make = lambda seed: data_lib.PretrainData(phone_shards, "train", label_set, FeatureStore(pitch), None,  # noqa: E731
+                                              batch_seconds=1.5, crop_min_seconds=0.3, crop_max_seconds=1.0,
+                                              bucket_size=4, seed=seed)
+    data = make(0)
+    plan = data.epoch_plan(0)
+    assert sorted(i for b in plan for i in b.items) == list(range(len(data.items)))  # each utterance once
+    for b in plan:
+        assert b.crop * len(b.items) <= 1.5 * 16000 and b.crop <= 16000
+        assert (b.crop - 400) % 320 == 0 and all(s % 320 == 0 for s in b.starts)
+        assert all(s + b.crop <= data.items[i].num_samples for i, s in zip(b.items, b.starts))
+    assert [vars(b) for b in make(0).epoch_plan(1)] == [vars(b) for b in data.epoch_plan(1)]
+    assert [vars(b) for b in data.epoch_plan(1)] != [vars(b) for b in plan]
+
+    batch = data.load(plan[0])
+    i, start = plan[0].items[0], plan[0].starts[0]
+    item = data.items[i]
+    frames = (plan[0].crop - 400) // 320 + 1
+    assert batch["labels"].shape == (len(plan[0].items), frames) == batch["pitch"].shape
+    full = label_set.labels[item.key]  # 100 Hz: frame f of the crop takes label 2 * (start / 320 + f)
+    expected = [full[2 * (start // 320 + f)] for f in range(frames)]
+    assert batch["labels"][0].tolist() == [int(v) for v in expected]
+    np.testing.assert_array_equal(batch["pitch"][0].numpy(),
+                                  FeatureStore(pitch)[item.key][start // 320:start // 320 + frames, 0])
+
+
+def test_ranks_split_the_micro_batch_sequence(phone_shards, phone_labels):
+    labels, _ = phone_labels
+    data = data_lib.PretrainData(phone_shards, "train", read_labels(labels), None, None, batch_seconds=1.0,
+                                 crop_min_seconds=0.3, crop_max_seconds=1.0, bucket_size=4, seed=1)
+    single = [data.batch_at(k) for k in range(12)]
+    per_rank = [data_lib.MicroBatches(data, 0, rank, 2) for rank in range(2)]
+    streams = [iter(ds) for ds in per_rank]
+    for j in range(6):
+        for rank in range(2):
+            assert next(streams[rank])["keys"] == data.load(single[2 * j + rank])["keys"]
+
+
+def test_bad_inputs(phone_shards, phone_labels, tmp_path, monkeypatch):
+    labels, pitch = phone_labels
+    with pytest.raises(UserError, match="below the shortest usable utterance"):
+        pretrain_stage.run(tiny(batch_seconds=0.2), tmp_path / "a", phone_shards, labels, pitch)
+    with pytest.raises(UserError, match="needs --pitch"):
+        pretrain_stage.run(tiny(), tmp_path / "b", phone_shards, labels, None)
+    pretrain_stage.run(tiny(max_steps=2, checkpoint_every=1), tmp_path / "c", phone_shards, labels, pitch)
+    with pytest.raises(UserError, match="belongs to another run"):
+        pretrain_stage.run(tiny(size="base", max_steps=3), tmp_path / "c", phone_shards, labels, pitch)
+
+    # a full disk while checkpointing: a one-line error, and the earlier checkpoint stays loadable
+    import progre.train.checkpoints as ckpt
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ckpt.torch, "save", full_disk)
+    with pytest.raises(UserError, match="disk is full"):
+        pretrain_stage.run(tiny(max_steps=4, checkpoint_every=1), tmp_path / "c", phone_shards, labels, pitch)
+    monkeypatch.undo()
+    names = sorted(p.name for p in (tmp_path / "c" / "train_state" / "checkpoints").iterdir())
+    assert names == ["step-00000001", "step-00000002"]
+    pretrain_stage.run(tiny(max_steps=4, checkpoint_every=1), tmp_path / "c", phone_shards, labels, pitch)
+
+
+def test_labels_at_the_wrong_rate_or_with_missing_keys(phone_shards, phone_labels, tmp_path):
+    import json
+
+    import pyarrow.parquet as pq
+
+    labels, pitch = phone_labels
+    table = pq.read_table(labels / "labels.parquet")
+    meta = json.loads(table.schema.metadata[b"progre"])
+    (tmp_path / "wrong_rate").mkdir()
+    pq.write_table(table.replace_schema_metadata({"progre": json.dumps(meta | {"label_rate": 50})}),
+                   tmp_path / "wrong_rate" / "labels.parquet")
+    with pytest.raises(UserError, match="do not match their labels"):
+        pretrain_stage.run(tiny(), tmp_path / "r1", phone_shards, tmp_path / "wrong_rate", pitch)
+
+    (tmp_path / "partial").mkdir()
+    keep = [k != "utt00" for k in table.column("key").to_pylist()]
+    import pyarrow as pa
+
+    pq.write_table(table.filter(pa.array(keep)), tmp_path / "partial" / "labels.parquet")
+    summary = pretrain_stage.run(tiny(max_steps=1), tmp_path / "r2", phone_shards, tmp_path / "partial", pitch)
+    assert summary["skipped_no_labels"] == 1
