@@ -162,8 +162,13 @@ def test_bad_inputs(phone_shards, phone_labels, tmp_path, monkeypatch):
     with pytest.raises(UserError, match="needs --pitch"):
         pretrain_stage.run(tiny(), tmp_path / "b", phone_shards, labels, None)
     pretrain_stage.run(tiny(max_steps=2, checkpoint_every=1), tmp_path / "c", phone_shards, labels, pitch)
-    with pytest.raises(UserError, match="belongs to another run"):
-        pretrain_stage.run(tiny(size="base", max_steps=3), tmp_path / "c", phone_shards, labels, pitch)
+    # other settings (a sweep, another model size): the old run is kept aside and training starts afresh
+    summary = pretrain_stage.run(tiny(max_steps=1, lr=2e-3, speaker_layer=3), tmp_path / "c", phone_shards,
+                                 labels, pitch)
+    assert summary["steps"] == 1
+    aside = tmp_path / "c" / "train_state" / "superseded" / "checkpoints"
+    assert sorted(p.name for p in aside.iterdir()) == ["step-00000001", "step-00000002"]
+    pretrain_stage.run(tiny(max_steps=2, checkpoint_every=1), tmp_path / "c", phone_shards, labels, pitch)
 
     # a full disk while checkpointing: a one-line error, and the earlier checkpoint stays loadable
     import progre.train.checkpoints as ckpt

@@ -12,6 +12,8 @@ restored) and counted; `max_bad_steps` of them in a row stop the run.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 from contextlib import nullcontext
 from collections import defaultdict
@@ -49,6 +51,10 @@ class RunSpec:
         return {"model": self.model_config.to_dict(), "num_labels": self.num_labels,
                 "num_speakers": self.num_speakers, "label_rate": self.label_rate, "corpus": self.corpus}
 
+
+BOOKKEEPING = {"log_every", "valid_every", "valid_batches", "checkpoint_every", "keep_last", "num_workers",
+               "max_bad_steps", "max_steps"}
+"""Parameters a run may change and still resume (more `max_steps` continues training)."""
 
 VALID_SEED_OFFSET = 1 << 40  # micro-batch numbers of validation batches, far from training ones
 
@@ -110,11 +116,12 @@ class Trainer:
         if latest is None:
             return False
         state = torch.load(latest / "state.pt", map_location="cpu", weights_only=False)
-        saved, wanted = state["compat"], self.spec.compatibility()
-        differing = [k for k in wanted if saved.get(k) != wanted[k]]
+        saved = state["compat"] | state.get("recipe", {})
+        wanted = self.spec.compatibility() | self.recipe()
+        differing = sorted(k for k in wanted if saved.get(k) != wanted[k])
         if differing:
-            raise UserError(f"{latest} belongs to another run ({', '.join(differing)} differ); "
-                            f"use another --out or delete {self.store.folder}")
+            self._supersede(latest, differing)
+            return False
         trained = load_pretrain_model(latest / "model", device=self.device)
         self.model.load_state_dict(trained.state_dict())
         self.optimizer.load_state_dict(state["optimizer"])
@@ -125,10 +132,29 @@ class Trainer:
         logger.info("resuming from %s (update %d of %d)", latest, self.step, self.p.max_steps)
         return True
 
+    def recipe(self) -> dict[str, Any]:
+        """The parameters that define the training run; a checkpoint resumes only under the same ones."""
+        return {k: v for k, v in self.p.to_dict().items() if k not in BOOKKEEPING}
+
+    def _supersede(self, latest: Path, differing: list[str]) -> None:
+        """Another run's checkpoints (e.g. a `dvc exp run -S` sweep changed a parameter): keep them
+        aside, in train_state/superseded/ (replacing any older superseded run), and start afresh."""
+        folder = self.run_dir / "train_state"
+        aside = folder / "superseded"
+        logger.warning("%s was trained with other settings (%s differ): starting afresh; its checkpoints "
+                       "are kept in %s", latest, ", ".join(differing), aside)
+        if not self.dist.is_main:
+            return
+        shutil.rmtree(aside, ignore_errors=True)
+        aside.mkdir(parents=True)
+        for name in ("checkpoints", "log.jsonl", "dvclive"):
+            if (folder / name).exists():
+                os.replace(folder / name, aside / name)
+
     def save(self) -> Path:
         state = {"step": self.step, "optimizer": self.optimizer.state_dict(), "bad_steps": self.bad_steps,
                  "audio_seconds": self.audio_seconds, "wall_seconds": self.wall_seconds,
-                 "compat": self.spec.compatibility(), "torch_rng": torch.get_rng_state(),
+                 "compat": self.spec.compatibility(), "recipe": self.recipe(), "torch_rng": torch.get_rng_state(),
                  "data_position": self.step * self.p.grad_accum * self.dist.world_size}
         extra = {"speakers": self.spec.speakers, "label_rate": self.spec.label_rate, "corpus": self.spec.corpus,
                  "step": self.step}
