@@ -1,0 +1,1 @@
+"""Benchmarks against the anchors (never run as tests); results go to bench/results/."""

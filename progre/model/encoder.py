@@ -1,0 +1,235 @@
+"""`ProgREEncoder`: ProgRE (arXiv 2409.00387), or the HuBERT baseline with both branches off.
+
+    wav -> CNN -> LayerNorm -> Linear --(- pitch branch -> sub_norm)--> dropout -> [mask] ->
+    pos conv -> LayerNorm -> layers 1..k --(- speaker branch)--> layers k+1..L -> output
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..audio import FRAME_WINDOW, SAMPLE_RATE
+from ..errors import UserError
+from .branches import PitchBranch, SpeakerBranch
+from .cnn import ConvFeatureEncoder, scale_grad
+from .config import ModelConfig
+from .transformer import Transformer
+
+
+@dataclass
+class EncoderOutput:
+    """What `ProgREEncoder.forward` returns. B utterances, T frames, D model width, C CNN channels."""
+
+    x: Tensor
+    """(B, T, D) final output."""
+    padding_mask: Tensor
+    """(B, T) bool, True on padded frames."""
+    frame_lengths: Tensor
+    """(B,) long, valid frames per utterance."""
+    cnn_features: Tensor
+    """(B, T, C) CNN output before the feature LayerNorm (the feature penalty's input)."""
+    speaker_states: Optional[Tensor]
+    """(B, T, D) speaker-branch output (before it is detached for the subtraction), or None."""
+    hidden_states: list[Tensor]
+    """(B, T, D) each, in the order of `ProgREEncoder.hidden_state_names`."""
+
+
+class ProgREEncoder(nn.Module):
+    """ProgRE's encoder; the HuBERT baseline when both branches are off. Build from a `ModelConfig`.
+
+    Input is 16 kHz audio, (B, N) float; `lengths` (B,) gives each utterance's valid samples. Every
+    padding-dependent step (the first conv's GroupNorm, the pitch branch's convs, BatchNorm and GRU,
+    the position conv, attention, the speaker branch's softmax over time) excludes padded frames, so in
+    eval mode an utterance gets the same states batched as alone.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        dim = config.encoder_embed_dim
+        self.feature_extractor = ConvFeatureEncoder(config.conv_layers, config.conv_bias, config.conv_norm)
+        self.feature_norm = nn.LayerNorm(config.conv_dim)
+        self.feature_projection = nn.Linear(config.conv_dim, dim)
+        if config.pitch_branch:
+            self.pitch_branch = PitchBranch(dim, config.pitch_channels, config.pitch_kernel,
+                                            config.pitch_gru_hidden)
+            self.sub_norm = nn.LayerNorm(dim)
+        self.dropout_input = nn.Dropout(config.dropout_input)
+        self.mask_embedding = nn.Parameter(torch.empty(dim).uniform_())
+        self.transformer = Transformer(dim, config.encoder_layers, config.attention_heads, config.ffn_dim,
+                                       config.dropout, config.attention_dropout, config.activation_dropout,
+                                       config.layer_norm_first, config.pos_conv_kernel, config.pos_conv_groups)
+        if config.speaker_branch:
+            self.speaker_branch = SpeakerBranch(dim, config.speaker_bottleneck)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # fairseq's: Kaiming-normal convs in the CNN, N(0, 0.02) linears in the Transformer (BERT init,
+        # which the release's speaker branch also got, living inside its Transformer); defaults elsewhere.
+        for block in self.feature_extractor.conv_layers:
+            nn.init.kaiming_normal_(block.conv.weight)
+        bert_init = list(self.transformer.layers.modules())
+        if self.config.speaker_branch:
+            bert_init.append(self.speaker_branch.out)
+        for module in bert_init:
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    # ------------------------------------------------------------------ public API
+
+    def hidden_state_names(self) -> list[str]:
+        """Names of `extract`'s states: ["pitch" or "input", "layer1", ..., "speaker",
+        "layer<k>-speaker", ...]."""
+        cfg = self.config
+        names = ["pitch" if cfg.pitch_branch else "input"]
+        for i in range(1, cfg.encoder_layers + 1):
+            if cfg.speaker_branch and i == cfg.speaker_layer:
+                names += ["speaker", f"layer{i}-speaker"]
+            else:
+                names.append(f"layer{i}")
+        return names
+
+    def frame_lengths(self, lengths: Tensor) -> Tensor:
+        """Frames for `lengths` samples: floor((N - 400) / 320) + 1 with the standard CNN."""
+        return self.feature_extractor.output_lengths(lengths)
+
+    def num_parameters(self) -> int:
+        """Parameters without training heads and without BatchNorm buffers, mask embedding included."""
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, wav: Tensor, lengths: Optional[Tensor] = None, pitch: Optional[Tensor] = None,
+                mask: Optional[Tensor] = None) -> EncoderOutput:
+        """Encode a batch (training or inference).
+
+        Args:
+            wav: (B, N) float 16 kHz audio, padded (with anything) after each utterance's `lengths[i]`
+                samples.
+            lengths: (B,) long valid samples, or None when nothing is padded.
+            pitch: (B, T) float 50 Hz pitch contours (`progre.features.pitch.pitch_contour`), padded
+                with anything; computed here from `wav` when None and the pitch branch is on (slow).
+            mask: (B, T) bool, True where a frame is replaced by the learned mask embedding, or None.
+        """
+        return self._encode(wav, lengths, pitch, mask, layerdrop=True)
+
+    def extract(self, wav: Tensor, pitch: Optional[Tensor] = None,
+                lengths: Optional[Tensor] = None) -> tuple[list[Tensor], Tensor]:
+        """All hidden states for downstream use, in the release's order (see `hidden_state_names`):
+        ProgRE Base gives 14, HuBERT Base 13, each (B, T, D); plus the (B,) frame lengths.
+
+        Layer drop is off here, so the count never changes. Padded frames hold arbitrary values. As in
+        the release, a pre-LN model's last state is taken before the final LayerNorm (`forward().x` is
+        after it).
+        """
+        out = self._encode(wav, lengths, pitch, None, layerdrop=False)
+        return out.hidden_states, out.frame_lengths
+
+    # ------------------------------------------------------------------ internals
+
+    def _encode(self, wav: Tensor, lengths: Optional[Tensor], pitch: Optional[Tensor], mask: Optional[Tensor],
+                layerdrop: bool) -> EncoderOutput:
+        cfg = self.config
+        lengths = self._check_audio(wav, lengths)
+        frames = int(self.frame_lengths(torch.tensor([wav.shape[1]]))[0])
+        frame_lengths = self.frame_lengths(lengths).to(wav.device)
+        padding_mask = torch.arange(frames, device=wav.device) >= frame_lengths[:, None]
+        padded = bool(padding_mask.any())
+        # samples can be padded where frames are not (a tail shorter than one hop): the CNN's
+        # normalisation must still skip them
+        sample_lengths = lengths.to(wav.device) if bool((lengths < wav.shape[1]).any()) else None
+        if cfg.pitch_branch:
+            if pitch is None:
+                pitch = self._pitch(wav, lengths, frames)
+            self._check_pitch(pitch, wav.shape[0], frames)
+
+        if cfg.normalize_waveform:
+            wav = _normalize_waveform(wav, sample_lengths)
+        if cfg.conv_grad_scale > 0:
+            features = scale_grad(self.feature_extractor(wav, sample_lengths), cfg.conv_grad_scale)
+        else:
+            with torch.no_grad():
+                features = self.feature_extractor(wav, sample_lengths)
+        x = self.feature_projection(self.feature_norm(features))
+
+        hidden: list[Tensor] = []
+        if cfg.pitch_branch:
+            pitch_states = self.pitch_branch(pitch.to(wav.device, wav.dtype), frame_lengths if padded else None)
+            hidden.append(pitch_states)
+            x = self.sub_norm(x - pitch_states)
+        x = self.dropout_input(x)
+        if mask is not None:
+            if mask.shape != padding_mask.shape:
+                raise ValueError(f"mask has shape {tuple(mask.shape)}, expected {tuple(padding_mask.shape)}")
+            x = torch.where(mask.to(x.device)[..., None], self.mask_embedding.to(x.dtype), x)
+
+        x = self.transformer.embed(x, padding_mask if padded else None)
+        if not cfg.pitch_branch:
+            hidden.append(x)
+        attn_mask = (~padding_mask)[:, None, None, :] if padded else None
+        speaker_states = None
+        drop = layerdrop and self.training and cfg.layerdrop > 0
+        for i, layer in enumerate(self.transformer.layers, start=1):
+            # a dropped layer passes its input on, so the number of states never changes
+            if not (drop and torch.rand(()).item() < cfg.layerdrop):
+                x = layer(x, attn_mask)
+            if cfg.speaker_branch and i == cfg.speaker_layer:
+                speaker_states = self.speaker_branch(x, padding_mask if padded else None)
+                hidden.append(speaker_states)
+                x = x - (speaker_states if cfg.speaker_grad_through else speaker_states.detach())
+            hidden.append(x)
+        x = self.transformer.finish(x)
+        return EncoderOutput(x=x, padding_mask=padding_mask, frame_lengths=frame_lengths,
+                             cnn_features=features, speaker_states=speaker_states, hidden_states=hidden)
+
+    @staticmethod
+    def _check_audio(wav: Tensor, lengths: Optional[Tensor]) -> Tensor:
+        """Validate the batch; returns lengths (B,) long on the CPU."""
+        if wav.dim() != 2 or not wav.is_floating_point():
+            raise ValueError(f"wav must be a (batch, samples) float tensor, got {wav.dim()}-d {wav.dtype}")
+        batch, samples = wav.shape
+        if lengths is None:
+            lengths = torch.full((batch,), samples, dtype=torch.long)
+        else:
+            lengths = lengths.detach().to("cpu", torch.long)
+            if lengths.shape != (batch,):
+                raise ValueError(f"lengths must have shape ({batch},), got {tuple(lengths.shape)}")
+            if bool((lengths > samples).any()):
+                raise ValueError(f"lengths go up to {int(lengths.max())} samples but wav has only {samples}")
+        if int(lengths.min()) < FRAME_WINDOW:
+            raise UserError(f"audio of {int(lengths.min())} samples is shorter than one frame "
+                            f"({FRAME_WINDOW} samples = {1000 * FRAME_WINDOW // SAMPLE_RATE} ms)")
+        return lengths
+
+    @staticmethod
+    def _check_pitch(pitch: Tensor, batch: int, frames: int) -> None:
+        if tuple(pitch.shape) != (batch, frames):
+            raise ValueError(f"pitch must be ({batch}, {frames}) for this audio (one value per 20 ms CNN frame), "
+                             f"got {tuple(pitch.shape)}")
+
+    @staticmethod
+    def _pitch(wav: Tensor, lengths: Tensor, frames: int) -> Tensor:
+        from ..features.pitch import pitch_contour
+
+        pitch = torch.zeros(wav.shape[0], frames)
+        audio = wav.detach().float().cpu().numpy()
+        for i, n in enumerate(lengths.tolist()):
+            contour = pitch_contour(np.asarray(audio[i, :n]), SAMPLE_RATE)
+            pitch[i, : len(contour)] = torch.from_numpy(contour)
+        return pitch.to(wav.device)
+
+
+def _normalize_waveform(wav: Tensor, lengths: Optional[Tensor]) -> Tensor:
+    """Zero mean, unit variance per utterance over its valid samples (fairseq's normalize=True)."""
+    if lengths is None:
+        return torch.nn.functional.layer_norm(wav, wav.shape[1:])
+    valid = (torch.arange(wav.shape[1], device=wav.device) < lengths[:, None]).to(wav.dtype)
+    count = valid.sum(1, keepdim=True)
+    mean = (wav * valid).sum(1, keepdim=True) / count
+    var = ((wav - mean).square() * valid).sum(1, keepdim=True) / count
+    return (wav - mean) * torch.rsqrt(var + 1e-5) * valid

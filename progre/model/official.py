@@ -1,0 +1,206 @@
+"""Weight-name conversion between our encoder and other layouts: the official ProgRE release
+(fairseq-style, `shared/spec/official-base-state-dict.tsv`) and torchaudio's HuBERT.
+
+Name tables are pairs of templates, one per layout. A placeholder {i} is a layer index, {w} a
+parameter or buffer name; {k-1} on one side is {k} minus one (the release numbers its pitch blocks
+from 1).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, Optional
+
+from torch import Tensor
+
+from ..errors import UserError
+
+# (official, ours)
+OFFICIAL_NAMES: list[tuple[str, str]] = [
+    ("mask_emb", "mask_embedding"),
+    ("feature_extractor.conv_layers.{i}.0.{w}", "feature_extractor.conv_layers.{i}.conv.{w}"),
+    # fairseq's "default" extractor: GroupNorm at index 2 of the first block
+    ("feature_extractor.conv_layers.{i}.2.{w}", "feature_extractor.conv_layers.{i}.norm.{w}"),
+    ("layer_norm.{w}", "feature_norm.{w}"),
+    ("post_extract_proj.{w}", "feature_projection.{w}"),
+    ("pitch_encoder.conv{k}.0.{w}", "pitch_branch.blocks.{k-1}.conv.{w}"),
+    ("pitch_encoder.conv{k}.1.{w}", "pitch_branch.blocks.{k-1}.norm.{w}"),
+    ("pitch_encoder.lstm.{w}", "pitch_branch.gru.{w}"),
+    ("pitch_encoder.out.{w}", "pitch_branch.proj.{w}"),
+    ("sub_norm.{w}", "sub_norm.{w}"),
+    ("encoder.pos_conv.0.{w}", "transformer.pos_conv.{w}"),
+    ("encoder.layers.{i}.self_attn.{w}", "transformer.layers.{i}.attention.{w}"),
+    ("encoder.layers.{i}.self_attn_layer_norm.{w}", "transformer.layers.{i}.attention_norm.{w}"),
+    ("encoder.layers.{i}.fc1.{w}", "transformer.layers.{i}.fc1.{w}"),
+    ("encoder.layers.{i}.fc2.{w}", "transformer.layers.{i}.fc2.{w}"),
+    ("encoder.layers.{i}.final_layer_norm.{w}", "transformer.layers.{i}.ffn_norm.{w}"),
+    ("encoder.layer_norm.{w}", "transformer.layer_norm.{w}"),
+    ("encoder.astp.linear1.weight", "speaker_branch.attention_hidden.weight"),
+    ("encoder.astp.linear2.weight", "speaker_branch.attention_score.weight"),
+    ("encoder.astp.out.{w}", "speaker_branch.out.{w}"),
+    ("encoder.astp.layer_norm.{w}", "speaker_branch.layer_norm.{w}"),
+]
+# fairseq's "layer_norm" extractor (HuBERT Large): LayerNorm inside (transpose, norm, transpose) at index 2
+OFFICIAL_LAYER_NORM_CNN = ("feature_extractor.conv_layers.{i}.2.1.{w}", "feature_extractor.conv_layers.{i}.norm.{w}")
+
+# the release's speaker attention is two 1x1 Conv1d, (out, in, 1); ours are Linear, (out, in)
+_CONV1X1 = {"speaker_branch.attention_hidden.weight", "speaker_branch.attention_score.weight"}
+
+# pretraining heads of a fairseq HuBERT/ProgRE checkpoint: not part of the encoder
+_OFFICIAL_HEADS = re.compile(r"final_proj\.|label_embs_concat|target_glu\.")
+
+# (torchaudio, ours)
+TORCHAUDIO_NAMES: list[tuple[str, str]] = [
+    ("feature_extractor.conv_layers.{i}.conv.{w}", "feature_extractor.conv_layers.{i}.conv.{w}"),
+    ("feature_extractor.conv_layers.{i}.layer_norm.{w}", "feature_extractor.conv_layers.{i}.norm.{w}"),
+    ("encoder.feature_projection.layer_norm.{w}", "feature_norm.{w}"),
+    ("encoder.feature_projection.projection.{w}", "feature_projection.{w}"),
+    ("encoder.transformer.pos_conv_embed.conv.parametrizations.weight.original0", "transformer.pos_conv.weight_g"),
+    ("encoder.transformer.pos_conv_embed.conv.parametrizations.weight.original1", "transformer.pos_conv.weight_v"),
+    ("encoder.transformer.pos_conv_embed.conv.{w}", "transformer.pos_conv.{w}"),  # bias; old weight_g/_v
+    ("encoder.transformer.layer_norm.{w}", "transformer.layer_norm.{w}"),
+    ("encoder.transformer.layers.{i}.attention.{w}", "transformer.layers.{i}.attention.{w}"),
+    ("encoder.transformer.layers.{i}.layer_norm.{w}", "transformer.layers.{i}.attention_norm.{w}"),
+    ("encoder.transformer.layers.{i}.feed_forward.intermediate_dense.{w}", "transformer.layers.{i}.fc1.{w}"),
+    ("encoder.transformer.layers.{i}.feed_forward.output_dense.{w}", "transformer.layers.{i}.fc2.{w}"),
+    ("encoder.transformer.layers.{i}.final_layer_norm.{w}", "transformer.layers.{i}.ffn_norm.{w}"),
+    ("mask_generator.mask_embedding", "mask_embedding"),
+]
+
+_PLACEHOLDER = re.compile(r"\{(\w)(-1)?\}")
+
+
+class _Template:
+    """A name with placeholders: matches names (capturing the fields) and formats fields back."""
+
+    def __init__(self, text: str):
+        self.text = text
+        parts, pos = [], 0
+        for m in _PLACEHOLDER.finditer(text):
+            parts.append(re.escape(text[pos:m.start()]))
+            field, minus_one = m.group(1), bool(m.group(2))
+            group = r"\d+" if field in "ik" else r"[\w.]+"
+            parts.append(f"(?P<{field}{'_m1' if minus_one else ''}>{group})")
+            pos = m.end()
+        parts.append(re.escape(text[pos:]))
+        self.pattern = re.compile("".join(parts) + r"\Z")
+
+    def match(self, name: str) -> Optional[dict[str, str]]:
+        m = self.pattern.match(name)
+        if m is None:
+            return None
+        fields = {}
+        for key, value in m.groupdict().items():
+            if key.endswith("_m1"):
+                fields[key[:-3]] = str(int(value) + 1)
+            else:
+                fields[key] = value
+        return fields
+
+    def format(self, fields: dict[str, str]) -> str:
+        def fill(m: re.Match) -> str:
+            value = fields[m.group(1)]
+            return str(int(value) - 1) if m.group(2) else value
+
+        return _PLACEHOLDER.sub(fill, self.text)
+
+
+def _compile(pairs: list[tuple[str, str]], reverse: bool = False) -> list[tuple[_Template, _Template]]:
+    return [(_Template(b), _Template(a)) if reverse else (_Template(a), _Template(b)) for a, b in pairs]
+
+
+def _rename(name: str, rules: list[tuple[_Template, _Template]]) -> Optional[str]:
+    for source, target in rules:
+        fields = source.match(name)
+        if fields is not None:
+            return target.format(fields)
+    return None
+
+
+def unwrap_checkpoint(obj: Any) -> Mapping[str, Tensor]:
+    """The state dict inside a loaded .pt: the dict itself, or a fairseq checkpoint's "model" entry."""
+    if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
+        obj = obj["model"]
+    if not isinstance(obj, Mapping) or not all(isinstance(k, str) for k in obj):
+        raise UserError("not a state dict: expected a mapping of tensor names to tensors (or a fairseq "
+                        "checkpoint with a 'model' entry)")
+    return obj
+
+
+def official_to_ours(state_dict: Mapping[str, Any]) -> dict[str, Tensor]:
+    """A release state dict (or fairseq checkpoint dict) renamed to our encoder's names and shapes.
+
+    Training heads (final_proj, label_embs_concat) are dropped; any other unknown name is a UserError.
+    """
+    state_dict = unwrap_checkpoint(state_dict)
+    rules = _compile([OFFICIAL_LAYER_NORM_CNN] + OFFICIAL_NAMES)
+    out: dict[str, Tensor] = {}
+    unknown = []
+    for name, tensor in state_dict.items():
+        if _OFFICIAL_HEADS.match(name):
+            continue
+        ours = _rename(name, rules)
+        if ours is None:
+            unknown.append(name)
+        else:
+            out[ours] = tensor.squeeze(-1) if ours in _CONV1X1 else tensor
+    if unknown:
+        raise UserError(f"unexpected tensors for the official ProgRE layout: {name_listing(unknown)}")
+    return out
+
+
+def ours_to_official(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Our encoder's state dict in the release's names and shapes (inverse of `official_to_ours`)."""
+    layer_norm_cnn = "feature_extractor.conv_layers.1.norm.weight" in state_dict
+    pairs = ([OFFICIAL_LAYER_NORM_CNN] if layer_norm_cnn else []) + OFFICIAL_NAMES
+    rules = _compile(pairs, reverse=True)
+    out: dict[str, Tensor] = {}
+    unknown = []
+    for name, tensor in state_dict.items():
+        official = _rename(name, rules)
+        if official is None:
+            unknown.append(name)
+        else:
+            out[official] = tensor.unsqueeze(-1) if name in _CONV1X1 else tensor
+    if unknown:
+        raise ValueError(f"tensors with no counterpart in the official layout: {name_listing(unknown)}")
+    return out
+
+
+def infer_official_overrides(state_dict: Mapping[str, Tensor]) -> dict[str, Any]:
+    """Config fields that a release state dict fixes beyond its size preset: the CNN's normalisation."""
+    names = set(unwrap_checkpoint(state_dict))
+    if "feature_extractor.conv_layers.1.2.1.weight" in names:
+        return {"conv_norm": "layer"}
+    if "feature_extractor.conv_layers.0.2.weight" in names:
+        return {"conv_norm": "group"}
+    return {}
+
+
+def torchaudio_hubert_to_ours(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """torchaudio's `hubert_base()` / `Wav2Vec2Model` (or `HuBERTPretrainModel`) state dict renamed
+    to our HuBERT encoder's names. `Wav2Vec2Model` has no mask embedding, so then the result lacks
+    "mask_embedding". Heads (aux, logit generator) are dropped."""
+    rules = _compile(TORCHAUDIO_NAMES)
+    out: dict[str, Tensor] = {}
+    unknown = []
+    for name, tensor in state_dict.items():
+        name = name.removeprefix("wav2vec2.")
+        if name.startswith(("aux.", "logit_generator.")):
+            continue
+        ours = _rename(name, rules)
+        if ours is None:
+            unknown.append(name)
+        else:
+            out[ours] = tensor
+    if unknown:
+        raise ValueError(f"unexpected tensors for torchaudio's HuBERT: {name_listing(unknown)}")
+    return out
+
+
+def name_listing(names: list[str], limit: int = 6) -> str:
+    """Sorted names, the first `limit` of them, with a count when cut."""
+    names = sorted(names)
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")

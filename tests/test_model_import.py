@@ -1,0 +1,115 @@
+"""Weights in the official release's layout: import, export, round trips."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import torch
+
+from progre.audio import num_frames
+from progre.errors import UserError
+from progre.model import ProgREEncoder, load_encoder, model_config, official_to_ours, ours_to_official, save_checkpoint
+from progre.model.checkpoint import load_state_dict_checked
+from stages.export import export, import_official
+
+SPEC = Path(__file__).resolve().parents[2] / "shared" / "spec" / "official-base-state-dict.tsv"
+
+
+def _spec() -> dict[str, tuple[int, ...]]:
+    if not SPEC.is_file():
+        pytest.skip(f"{SPEC} not present")
+    rows = [line.split("\t") for line in SPEC.read_text().splitlines() if line.strip()]
+    return {name: tuple(ast.literal_eval(shape)) for name, shape in rows}
+
+
+def _random_official_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for name, shape in _spec().items():
+        if name.endswith("num_batches_tracked"):
+            state[name] = torch.tensor(100)
+        elif name.endswith("running_var"):
+            state[name] = torch.rand(shape, generator=g) + 0.5
+        else:
+            state[name] = 0.05 * torch.randn(shape, generator=g)
+    return state
+
+
+def test_random_release_state_dict_loads_and_extracts():
+    official = _random_official_state_dict()
+    encoder = ProgREEncoder(model_config("base", "progre")).eval()
+    # the fairseq checkpoint wrapping and its training heads are handled too
+    ours = official_to_ours({"model": {**official, "final_proj.weight": torch.zeros(256, 768),
+                                       "label_embs_concat": torch.zeros(504, 256)}})
+    load_state_dict_checked(encoder, ours, "spec state dict")  # strict: no missing or unexpected names
+    wav = 0.1 * torch.randn(1, 16000)
+    with torch.no_grad():
+        states, frames = encoder.extract(wav, torch.randn(1, 49))
+    assert frames.tolist() == [49]
+    assert len(states) == 14 and all(s.shape == (1, 49, 768) for s in states)
+    assert encoder.hidden_state_names()[:6] == ["pitch", "layer1", "layer2", "layer3", "speaker", "layer4-speaker"]
+    # and back: the spec's names and shapes exactly
+    back = ours_to_official(encoder.state_dict())
+    assert {k: tuple(v.shape) for k, v in back.items()} == _spec()
+    assert all(torch.equal(back[k], official[k]) for k in official)
+
+
+def test_release_layout_errors():
+    official = _random_official_state_dict()
+    with pytest.raises(UserError, match="unexpected tensors .*encoder.mystery"):
+        official_to_ours({**official, "encoder.mystery.weight": torch.zeros(1)})
+    with pytest.raises(UserError, match="not a state dict"):
+        official_to_ours([1, 2, 3])
+    encoder = ProgREEncoder(model_config("base", "progre"))
+    del official["sub_norm.bias"]
+    with pytest.raises(UserError, match="missing sub_norm.bias"):
+        load_state_dict_checked(encoder, official_to_ours(official), "x")
+
+
+def test_import_official_rejects_wrong_size_and_bad_files(tmp_path):
+    torch.manual_seed(0)
+    tiny = ProgREEncoder(model_config("tiny", "progre"))
+    torch.save(ours_to_official(tiny.state_dict()), tmp_path / "tiny.pt")
+    with pytest.raises(UserError, match="read as a base model.*wrong shapes"):
+        import_official(tmp_path / "tiny.pt", tmp_path / "out", size="base")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(UserError, match="not found"):
+        import_official(tmp_path / "missing.pt", tmp_path / "out", size="base")
+    (tmp_path / "junk.pt").write_bytes(b"not a pickle")
+    with pytest.raises(UserError, match="cannot read"):
+        import_official(tmp_path / "junk.pt", tmp_path / "out", size="base")
+
+
+@pytest.mark.parametrize("kind", ["progre", "hubert"])
+def test_export_import_round_trip(tmp_path, kind):
+    torch.manual_seed(0)
+    encoder = ProgREEncoder(model_config("tiny", kind)).eval()
+    for m in encoder.modules():
+        if isinstance(m, torch.nn.BatchNorm1d):
+            m.running_mean.normal_()
+    save_checkpoint(tmp_path / "run" / "checkpoints" / "step100", encoder)
+
+    export(tmp_path / "run", tmp_path / "official", official=True)  # a run folder: finds the checkpoint
+    import_official(tmp_path / "official" / "model.pt", tmp_path / "imported", size="tiny")
+    export(tmp_path / "imported", tmp_path / "exported", official=False)
+    wav, pitch = 0.1 * torch.randn(2, 9000), torch.randn(2, num_frames(9000))
+    lengths = torch.tensor([9000, 6000])
+    with torch.no_grad():
+        expected, _ = encoder.extract(wav, pitch, lengths)
+        for folder in ("imported", "exported"):
+            loaded = load_encoder(tmp_path / folder)
+            assert loaded.config == encoder.config
+            states, _ = loaded.extract(wav, pitch, lengths)
+            assert len(states) == len(expected)
+            for a, b in zip(states, expected):
+                assert torch.equal(a, b)
+
+
+def test_import_official_explains_pickled_objects(tmp_path):
+    import argparse
+
+    torch.save({"model": {"mask_emb": torch.zeros(768)}, "args": argparse.Namespace(x=1)}, tmp_path / "ckpt.pt")
+    with pytest.raises(UserError, match="argparse.Namespace object besides the weights"):
+        import_official(tmp_path / "ckpt.pt", tmp_path / "out", size="base")
