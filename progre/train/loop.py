@@ -162,13 +162,15 @@ class Trainer:
 
     # ------------------------------------------------------------------ one update
 
-    def _forward(self, batch: dict[str, Any], k: int) -> dict[str, torch.Tensor]:
+    def _forward(self, batch: dict[str, Any], k: int, distributed: bool = True) -> dict[str, torch.Tensor]:
+        """Losses of micro-batch k. Validation passes distributed=False: the DDP wrapper's forward is a
+        collective (buffer broadcast), and ranks may validate different numbers of batches."""
         torch.manual_seed(micro_seed(self.p.seed, k))  # dropout
         masks = torch.Generator().manual_seed(micro_seed(self.p.seed, k) ^ 0x5DEECE66D)
         wav = batch["wav"].to(self.device, non_blocking=True)
         lengths = batch["lengths"].to(self.device)
         pitch = batch["pitch"].to(self.device) if batch["pitch"] is not None else None
-        module = self.ddp if self.ddp is not None else self.model
+        module = self.ddp if self.ddp is not None and distributed else self.model
         with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
                             enabled=self.autocast_dtype is not None):
             out = module(wav, lengths, batch["labels"], pitch=pitch, generator=masks)
@@ -225,17 +227,18 @@ class Trainer:
         if self.valid is None:
             return {}
         self.model.eval()
-        totals: dict[str, float] = defaultdict(float)
-        count = 0
+        # sums and counts over ranks (a rank may get no batch when there are few), the same keys everywhere
+        totals = {"loss_masked": 0.0, "acc_masked": 0.0, "batches": 0.0}
         for j in range(self.dist.rank, min(self.p.valid_batches, self.valid.batches_per_epoch()),
                        self.dist.world_size):
             batch = self.valid.load(self.valid.batch_at(j))
-            losses = self._forward(batch, VALID_SEED_OFFSET + j)  # the same masks at every validation
-            for name in ("loss_masked", "acc_masked"):
-                totals[name] += float(losses[name])
-            count += 1
-        averaged = {f"valid/{n}": v / max(count, 1) for n, v in totals.items()}
-        return mean_over_ranks(averaged, self.dist)
+            losses = self._forward(batch, VALID_SEED_OFFSET + j, distributed=False)  # same masks every time
+            totals["loss_masked"] += float(losses["loss_masked"])
+            totals["acc_masked"] += float(losses["acc_masked"])
+            totals["batches"] += 1
+        totals = {n: v * self.dist.world_size for n, v in mean_over_ranks(totals, self.dist).items()}
+        batches = max(totals.pop("batches"), 1.0)
+        return {f"valid/{n}": v / batches for n, v in totals.items()}
 
     # ------------------------------------------------------------------ the loop
 
