@@ -1,0 +1,80 @@
+"""Typed parameters: params.yaml sections, iteration overlays, --set overrides, one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from progre import config
+from progre.config import ClusterParams, PretrainParams, SynthParams, load_params
+from progre.errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_the_repository_params_file_loads_for_every_stage_and_iteration():
+    for cls in config.Params.__subclasses__():
+        for iteration in (None, 1, 2):
+            load_params(cls, REPO / "params.yaml", iteration)
+    assert load_params(ClusterParams, REPO / "params.yaml", 1).n_clusters == 100
+    assert load_params(PretrainParams, REPO / "params.yaml", 1).model == "hubert"
+
+
+def test_iteration_overlay_and_overrides_apply_in_order(tmp_path):
+    path = write(tmp_path, "pretrain:\n  lr: 1.0e-3\n  max_steps: 10\npretrain_iter2:\n  max_steps: 20\n")
+    assert load_params(PretrainParams, path).max_steps == 10
+    p = load_params(PretrainParams, path, iteration=2, overrides=["lr=2e-3", "betas=[0.9, 0.99]"])
+    assert (p.max_steps, p.lr, p.betas) == (20, 2e-3, [0.9, 0.99])
+    assert load_params(PretrainParams, None).lr == 5e-4  # defaults without a file
+
+
+@pytest.mark.parametrize("text, message", [
+    ("pretrain:\n  lrr: 1\n", r"pretrain\.lrr: unknown key \(did you mean lr\?\)"),
+    ("pretrain:\n  lr: fast\n", r"pretrain\.lr: expected a number, got 'fast'"),
+    ("pretrain:\n  max_steps: 1.5\n", r"pretrain\.max_steps: expected an integer"),
+    ("pretrain:\n  model: wav2vec\n", r"'wav2vec' is not one of progre, hubert"),
+    ("pretrain:\n  mask_prob: 1.5\n", r"above the maximum 1.0"),
+    ("pretrain:\n  crop_min_seconds: 9\n  crop_max_seconds: 2\n", r"crop_min_seconds \(9.0\) is above"),
+    ("pretrain: [1, 2]\n", r"section pretrain must be a mapping"),
+    ("pretrain:\n  lr: [\n", r"not valid YAML"),
+])
+def test_bad_params_end_in_one_line_naming_the_key(tmp_path, text, message):
+    with pytest.raises(UserError, match=message) as info:
+        load_params(PretrainParams, write(tmp_path, text))
+    assert "\n" not in str(info.value)
+
+
+def test_bad_overrides(tmp_path):
+    with pytest.raises(UserError, match="--set nope: unknown key"):
+        load_params(SynthParams, None, overrides=["nope=1"])
+    with pytest.raises(UserError, match="expected KEY=VALUE"):
+        load_params(SynthParams, None, overrides=["preset"])
+    with pytest.raises(UserError, match="does not exist"):
+        load_params(SynthParams, tmp_path / "missing.yaml")
+
+
+def test_booleans_and_nulls(tmp_path):
+    p = load_params(PretrainParams, None, overrides=["speaker_grad_through=yes", "speaker_layer=null"])
+    assert p.speaker_grad_through is True and p.speaker_layer is None
+    with pytest.raises(UserError, match="expected true or false"):
+        load_params(PretrainParams, None, overrides=["speaker_grad_through=maybe"])
+
+
+def test_synth_presets_resolve():
+    assert SynthParams(preset="tiny").resolved()["n_speakers"] == 4
+    assert SynthParams(preset="demo", n_speakers=5).resolved()["n_speakers"] == 5
+
+
+def test_describe_lists_every_parameter_with_help():
+    text = PretrainParams.describe()
+    assert "lr: float = 0.0005. peak learning rate" in text
+    import dataclasses
+
+    assert len(text.splitlines()) == len(dataclasses.fields(PretrainParams))
