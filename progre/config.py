@@ -380,10 +380,13 @@ class EvaluateParams(Params):
     SECTION: ClassVar[str] = "evaluate"
 
     tasks: list[str] = param(["sid", "pr", "asr", "er"], "downstream tasks", choices=("sid", "pr", "asr", "er"))
-    lr: float = param(1e-3, "learning rate of heads and layer weights", min=0.0)
+    lr: float | None = param(None, "learning rate of heads and layer weights (null: each task's default: "
+                                   "SID and ER 1e-2, PR 3e-2, ASR 1e-2)", min=0.0)
     batch_size: int = param(16, "utterances per batch", min=1)
-    max_epochs: int = param(40, "upper bound of training epochs per task", min=1)
-    patience: int = param(6, "stop after this many epochs without a better valid score", min=1)
+    max_epochs: int | None = param(None, "upper bound of training epochs per task (null: each task's default: "
+                                         "SID and ER 100, PR 40, ASR 20)", min=1)
+    patience: int | None = param(None, "stop after this many epochs without a better valid score (null: each "
+                                       "task's default: SID and ER 10, PR 6, ASR 5)", min=1)
     layer_norm: bool = param(False, "layer-normalise each hidden state before the weighted sum")
     standardize: bool = param(True, "standardise each hidden state per dimension with the mean and std of "
                                     "its training frames (a fixed affine map: the layer weights then compare "
@@ -396,6 +399,10 @@ class EvaluateParams(Params):
     hidden_dtype: str = param("float16", "storage type of cached hidden states", choices=("float16", "float32"))
     seed: int = param(1234, "random seed of head initialisation, batch order and random-init upstreams")
     device: str = param("auto", "auto picks CUDA when present", choices=("auto", "cpu", "cuda"))
+
+    def check(self) -> None:
+        if not self.tasks:
+            raise UserError("evaluate.tasks: give at least one task (sid, pr, asr, er)")
 
 
 @dataclass

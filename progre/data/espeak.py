@@ -269,3 +269,39 @@ def _append(segments: list[tuple[str, float, float]], name: str, start: float, e
             segments[-1] = (PAUSE, segments[-1][1], end)
             return
     segments.append((name, start, end))
+
+
+PHONEME_SEPARATOR_MODE = ord(" ") << 8
+"""`espeak_TextToPhonemes` phoneme mode: eSpeak mnemonics (bit 1 clear: not IPA), one space between
+phonemes (the separator goes in bits 8-23) and two between words."""
+
+
+def phonemize(text: str, voice: str = "en-us") -> list[str]:
+    """eSpeak NG's phone sequence for `text`, in the corpus's inventory style (see the module docstring):
+    ASCII mnemonics with stress marks removed, e.g. "Don't stop!" -> ["d", "oU", "n", "t", "s", "t2",
+    "0", "p"] for en-us.
+
+    Uses `espeak_TextToPhonemes` (no synthesis, about as fast as reading the text). Its phonemes are the
+    ones synthesis reports as phoneme events, except that it gives no pauses: the result holds no PAUSE
+    and no word boundaries. Returns [] for text without speakable words.
+    """
+    if not text.strip():
+        return []
+    phones: list[str] = []
+    with _lock:
+        lib = _open_engine()
+        try:
+            _set_voice(lib, voice, 175, 50, 50, 100)
+            lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int]
+            lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
+            buffer = ctypes.create_string_buffer(text.encode("utf-8"))  # kept alive while eSpeak reads it
+            position = ctypes.c_void_p(ctypes.addressof(buffer))
+            while position.value:  # one clause per call; eSpeak sets the pointer to NULL at the end
+                clause = lib.espeak_TextToPhonemes(ctypes.byref(position), CHARS_UTF8, PHONEME_SEPARATOR_MODE)
+                for name in (clause or b"").decode("ascii", errors="replace").split():
+                    label = normalise_phone(name)
+                    if label and label != PAUSE:
+                        phones.append(label)
+        finally:
+            _close_engine(lib)
+    return phones

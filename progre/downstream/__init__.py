@@ -1,0 +1,11 @@
+"""Downstream evaluation of frozen upstreams (SUPERB-style).
+
+- `hidden`: upstreams (a checkpoint, `mfcc`, `random:<checkpoint>`) and the on-disk hidden-state cache
+- `featurizer`: the learned softmax-weighted sum of hidden states
+- `data`: batches of cached states (frames, or utterance means)
+- `tasks`: SID, PR, ASR, ER: labels, heads, losses, decoding, metrics
+- `heads`: linear and BiLSTM heads; `ctc`: CTC loss and greedy decoding
+- `metrics`: edit distance, PER, WER, CER, accuracy
+- `train`: fitting a head with early stopping on valid, scoring test
+- `plots`: layer-weight bar plots
+"""

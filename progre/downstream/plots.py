@@ -1,0 +1,66 @@
+"""Bar plots of learned layer weights: one bar per hidden state, in the upstream's state order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..io import atomic_path
+
+
+@dataclass
+class WeightPanel:
+    """One upstream's weights for one task."""
+
+    title: str
+    names: list[str]
+    weights: list[float]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _draw(ax, panel: WeightPanel, ymax: float) -> None:
+    positions = range(len(panel.names))
+    ax.bar(positions, panel.weights, width=0.7, color="tab:blue")
+    ax.set_xlim(-0.7, len(panel.names) - 0.3)
+    ax.axhline(1.0 / len(panel.names), color="grey", linestyle="--", linewidth=1, label="uniform")
+    ax.set_xticks(list(positions), panel.names, rotation=45, ha="right", fontsize=8)
+    ax.set_ylim(0, ymax)
+    ax.set_title(panel.title, fontsize=10)
+
+
+def save_weight_plot(path: Path, panel: WeightPanel) -> None:
+    """One panel to a PNG (written atomically)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(3.5, 0.5 * len(panel.names) + 1.5), 3.2))
+    _draw(ax, panel, ymax=min(1.0, max(panel.weights) * 1.15 + 0.02))
+    ax.set_ylabel("weight (softmax)")
+    ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def save_weight_grid(path: Path, panels: list[WeightPanel], title: str) -> None:
+    """Panels side by side with a shared y axis (one task, one panel per upstream), to a PNG."""
+    plt = _pyplot()
+    widths = [max(1.5, 0.45 * len(p.names) + 0.6) for p in panels]
+    fig, axes = plt.subplots(1, len(panels), figsize=(sum(widths) + 1.0, 3.4), squeeze=False,
+                             gridspec_kw={"width_ratios": widths}, sharey=True)
+    ymax = min(1.0, max(max(p.weights) for p in panels) * 1.15 + 0.02)
+    for ax, panel in zip(axes[0], panels):
+        _draw(ax, panel, ymax)
+    axes[0][0].set_ylabel("weight (softmax)")
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)

@@ -1,0 +1,316 @@
+"""The downstream tasks: which labels each reads, its head, loss, decoding and metric.
+
+| task | labels (index column) | input | head | metric |
+|---|---|---|---|---|
+| SID | speaker | utterance mean | linear | accuracy |
+| PR | phones (without `sil`), else eSpeak phonemisation of text | frames | linear + CTC | PER |
+| ASR | text (letters, apostrophe, space) | frames | BiLSTM + CTC | WER (CER too) |
+| ER | style | utterance mean | linear | accuracy |
+
+`Task.prepare` turns the index rows of the three splits into `Examples`, or raises `TaskSkipped`
+with the reason when the corpus lacks what the task needs. Utterances that cannot be used (no
+label; a class absent from train, which a closed-set classifier cannot predict) are dropped,
+counted and reported in `Prepared.notes`.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .ctc import ctc_greedy_decode, ctc_loss, ctc_min_frames
+from .data import Examples
+from .heads import BiLSTMHead, LinearHead
+from .metrics import accuracy, char_error_rate, phone_error_rate, word_error_rate
+
+SPLITS = ("train", "valid", "test")
+SILENCE = "sil"
+CHARACTERS = " '" + "abcdefghijklmnopqrstuvwxyz"
+"""The ASR alphabet after the blank: space, apostrophe, lower-case letters."""
+TARGET_FRAME_RATE = 50
+"""The ASR head stacks faster frames (MFCC's 100 Hz) to about this rate."""
+
+
+class TaskSkipped(Exception):
+    """The corpus lacks what the task needs; the message says what."""
+
+
+@dataclass
+class Prepared:
+    """A task's labelled splits and its output vocabulary (class names or CTC tokens after the blank)."""
+
+    splits: dict[str, Examples]
+    vocabulary: list[str]
+    notes: list[str] = field(default_factory=list)
+    """One line per group of dropped utterances."""
+
+
+# --------------------------------------------------------------------------- tasks
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A task's default training settings, chosen on the demo corpus (23 min, 2 CPU cores): SID and ER
+    fit in seconds, PR in under a minute, ASR in about a minute for a tiny upstream."""
+
+    lr: float
+    max_epochs: int
+    patience: int
+
+
+class Task(ABC):
+    """What every task defines; see the subclasses."""
+
+    name: str
+    title: str
+    metric: str
+    """Key of the main metric in `score`'s result (reported on test)."""
+    selection_metric: str
+    """Key of the metric that picks the epoch on valid."""
+    higher_is_better: bool
+    pooled: bool
+    """True: the head reads utterance means (B, S, D); False: frames (B, T, S, D)."""
+
+    schedule: Schedule
+    """Default learning rate, epoch bound and patience."""
+
+    @abstractmethod
+    def prepare(self, rows: dict[str, list[dict[str, Any]]]) -> Prepared:
+        """Index rows of each split -> labelled examples; TaskSkipped when the labels are missing."""
+
+    @abstractmethod
+    def head(self, dim: int, outputs: int, frame_rate: int) -> nn.Module:
+        """The head over D-dimensional features at `frame_rate`, with `outputs` logits."""
+
+    @abstractmethod
+    def loss(self, logits: Tensor, lengths: Optional[Tensor], targets: list[Any]) -> Tensor:
+        """Scalar training loss of a batch's head output."""
+
+    @abstractmethod
+    def predict(self, logits: Tensor, lengths: Optional[Tensor], vocabulary: list[str]) -> list[Any]:
+        """Predictions of a batch, in the form of `Examples.references`."""
+
+    @abstractmethod
+    def score(self, references: list[Any], predictions: list[Any]) -> dict[str, float]:
+        """Metrics of a whole split: {metric name: value}, holding `metric` and `selection_metric`."""
+
+    def num_outputs(self, vocabulary: list[str]) -> int:
+        """Logits per prediction: one per class (CTC tasks add the blank)."""
+        return len(vocabulary)
+
+    def better(self, a: float, b: float) -> bool:
+        """Whether score `a` beats score `b`."""
+        return a > b if self.higher_is_better else a < b
+
+    def trainable(self, examples: Examples, frames_of: Callable[[str], int], frame_rate: int) -> tuple[Examples, int]:
+        """The training examples the head can fit (all, unless a CTC target needs more frames than the
+        utterance has), and how many were dropped."""
+        return examples, 0
+
+
+class UtteranceClassification(Task):
+    """Mean pooling + linear over the values of one index column (closed set: the train classes)."""
+
+    metric = selection_metric = "acc"
+    higher_is_better = True
+    pooled = True
+    schedule = Schedule(lr=1e-2, max_epochs=100, patience=10)  # a linear model on precomputed means: cheap
+
+    def __init__(self, name: str, title: str, column: str, what: str):
+        self.name, self.title, self.column, self.what = name, title, column, what
+
+    def prepare(self, rows: dict[str, list[dict[str, Any]]]) -> Prepared:
+        notes = []
+        unlabelled = {s: [r for r in rows[s] if not r.get(self.column)] for s in SPLITS}
+        if sum(len(v) for v in unlabelled.values()):
+            notes.append(f"{self.title}: {_count_by_split(unlabelled)} without a {self.column} label skipped")
+        classes = sorted({r[self.column] for r in rows["train"] if r.get(self.column)})
+        if not classes:
+            raise TaskSkipped(f"the corpus has no {self.column} labels in its train split")
+        if len(classes) < 2:
+            raise TaskSkipped(f"the train split has a single {self.what} ({classes[0]}), nothing to classify")
+        ids = {c: i for i, c in enumerate(classes)}
+        unseen = {s: [r for r in rows[s] if r.get(self.column) and r[self.column] not in ids] for s in SPLITS}
+        if sum(len(v) for v in unseen.values()):
+            names = sorted({r[self.column] for v in unseen.values() for r in v})
+            notes.append(f"{self.title}: {_count_by_split(unseen)} of {self.what}s absent from train skipped "
+                         f"(closed set): {', '.join(names[:10])}{' ...' if len(names) > 10 else ''}")
+        splits = {}
+        for split in SPLITS:
+            usable = [r for r in rows[split] if r.get(self.column) in ids]
+            splits[split] = Examples([r["key"] for r in usable], [ids[r[self.column]] for r in usable],
+                                     [r[self.column] for r in usable])
+        return Prepared(splits, classes, notes)
+
+    def head(self, dim: int, outputs: int, frame_rate: int) -> nn.Module:
+        return LinearHead(dim, outputs)
+
+    def loss(self, logits: Tensor, lengths: Optional[Tensor], targets: list[Any]) -> Tensor:
+        return F.cross_entropy(logits.float(), torch.tensor(targets, dtype=torch.long, device=logits.device))
+
+    def predict(self, logits: Tensor, lengths: Optional[Tensor], vocabulary: list[str]) -> list[Any]:
+        return [vocabulary[i] for i in logits.argmax(-1).tolist()]
+
+    def score(self, references: list[Any], predictions: list[Any]) -> dict[str, float]:
+        return {"acc": accuracy(references, predictions)}
+
+
+class CtcTask(Task):
+    """Frames -> head -> CTC over a token vocabulary (blank = 0), greedy decoding."""
+
+    pooled = False
+    higher_is_better = False
+
+    def num_outputs(self, vocabulary: list[str]) -> int:
+        return len(vocabulary) + 1  # the blank is id 0
+
+    def loss(self, logits: Tensor, lengths: Optional[Tensor], targets: list[Any]) -> Tensor:
+        assert lengths is not None
+        return ctc_loss(logits, lengths, targets)
+
+    def decode_tokens(self, logits: Tensor, lengths: Optional[Tensor], vocabulary: list[str]) -> list[list[str]]:
+        """Greedy CTC decoding to token names (vocabulary[i - 1] for id i)."""
+        assert lengths is not None
+        return [[vocabulary[t - 1] for t in ids] for ids in ctc_greedy_decode(logits, lengths)]
+
+    def stride(self, frame_rate: int) -> int:
+        """Frames the head stacks into one (1 unless overridden)."""
+        return 1
+
+    def trainable(self, examples: Examples, frames_of: Callable[[str], int], frame_rate: int) -> tuple[Examples, int]:
+        stride = self.stride(frame_rate)
+        keep = [i for i, (key, target) in enumerate(zip(examples.keys, examples.targets))
+                if frames_of(key) // stride >= ctc_min_frames(target)]
+        kept = Examples([examples.keys[i] for i in keep], [examples.targets[i] for i in keep],
+                        [examples.references[i] for i in keep])
+        return kept, len(examples) - len(kept)
+
+
+class PhoneRecognition(CtcTask):
+    """PR: linear + CTC over phones; phone error rate."""
+
+    name, title = "pr", "PR"
+    metric = selection_metric = "per"
+    schedule = Schedule(lr=3e-2, max_epochs=40, patience=6)  # a linear CTC head crawls at 1e-3
+
+    def __init__(self, phonemize: Callable[[str], list[str]]):
+        """phonemize: text -> phones, for utterances with a transcript but no phones."""
+        self.phonemize = phonemize
+
+    def prepare(self, rows: dict[str, list[dict[str, Any]]]) -> Prepared:
+        notes = []
+        phones: dict[str, dict[str, list[str]]] = {s: {} for s in SPLITS}
+        missing: dict[str, list] = {s: [] for s in SPLITS}
+        phonemized = 0
+        for split in SPLITS:
+            for r in rows[split]:
+                seq = [p for p in (r.get("phones") or []) if p != SILENCE]
+                if not seq and (r.get("text") or "").strip():
+                    seq = [p for p in self.phonemize(r["text"]) if p != SILENCE]
+                    phonemized += 1
+                if seq:
+                    phones[split][r["key"]] = seq
+                else:
+                    missing[split].append(r)
+        if not phones["train"]:
+            raise TaskSkipped("the corpus has neither phones nor transcripts in its train split")
+        if phonemized:
+            notes.append(f"PR: phones of {phonemized} utterances from eSpeak NG phonemisation of their text")
+        if sum(len(v) for v in missing.values()):
+            notes.append(f"PR: {_count_by_split(missing)} without phones or text skipped")
+        inventory = sorted({p for seq in phones["train"].values() for p in seq})
+        ids = {p: i + 1 for i, p in enumerate(inventory)}
+        unseen = Counter(p for s in ("valid", "test") for seq in phones[s].values() for p in seq if p not in ids)
+        if unseen:
+            notes.append(f"PR: {sum(unseen.values())} valid/test phone tokens of {len(unseen)} phones absent from "
+                         f"train ({', '.join(sorted(unseen)[:10])}) count as errors")
+        splits = {s: Examples(list(phones[s]), [[ids[p] for p in seq if p in ids] for seq in phones[s].values()],
+                              list(phones[s].values())) for s in SPLITS}
+        return Prepared(splits, inventory, notes)
+
+    def head(self, dim: int, outputs: int, frame_rate: int) -> nn.Module:
+        return LinearHead(dim, outputs)
+
+    def predict(self, logits: Tensor, lengths: Optional[Tensor], vocabulary: list[str]) -> list[Any]:
+        return self.decode_tokens(logits, lengths, vocabulary)
+
+    def score(self, references: list[Any], predictions: list[Any]) -> dict[str, float]:
+        return {"per": phone_error_rate(references, predictions)}
+
+
+class SpeechRecognition(CtcTask):
+    """ASR: BiLSTM + character CTC; word error rate (and character error rate, which picks the epoch:
+    with minutes of training data WER stays near 1 for many epochs while CER already moves)."""
+
+    name, title = "asr", "ASR"
+    metric = "wer"
+    selection_metric = "cer"
+    schedule = Schedule(lr=1e-2, max_epochs=20, patience=5)
+
+    def __init__(self, hidden: int, layers: int):
+        self.hidden, self.layers = hidden, layers
+
+    def prepare(self, rows: dict[str, list[dict[str, Any]]]) -> Prepared:
+        notes = []
+        texts = {s: {r["key"]: normalize_transcript(r.get("text") or "") for r in rows[s]} for s in SPLITS}
+        missing = {s: [k for k, t in texts[s].items() if not t] for s in SPLITS}
+        if not any(texts["train"].values()):
+            raise TaskSkipped("the corpus has no transcripts in its train split")
+        if sum(len(v) for v in missing.values()):
+            notes.append(f"ASR: {_count_by_split(missing)} without a transcript skipped")
+        ids = {c: i + 1 for i, c in enumerate(CHARACTERS)}
+        splits = {}
+        for split in SPLITS:
+            keys = [k for k, t in texts[split].items() if t]
+            splits[split] = Examples(keys, [[ids[c] for c in texts[split][k]] for k in keys],
+                                     [texts[split][k] for k in keys])
+        return Prepared(splits, list(CHARACTERS), notes)
+
+    def stride(self, frame_rate: int) -> int:
+        return max(1, round(frame_rate / TARGET_FRAME_RATE))
+
+    def head(self, dim: int, outputs: int, frame_rate: int) -> nn.Module:
+        return BiLSTMHead(dim, self.hidden, self.layers, outputs, self.stride(frame_rate))
+
+    def predict(self, logits: Tensor, lengths: Optional[Tensor], vocabulary: list[str]) -> list[Any]:
+        return [" ".join("".join(chars).split()) for chars in self.decode_tokens(logits, lengths, vocabulary)]
+
+    def score(self, references: list[Any], predictions: list[Any]) -> dict[str, float]:
+        return {"wer": word_error_rate(references, predictions), "cer": char_error_rate(references, predictions)}
+
+
+def normalize_transcript(text: str) -> str:
+    """Lower case; characters outside the ASR alphabet become spaces; whitespace collapsed.
+    "Don't stop, Bob-by!" -> "don't stop bob by"."""
+    allowed = re.sub(f"[^{re.escape(CHARACTERS)}]", " ", text.lower())
+    return " ".join(allowed.split())
+
+
+def make_task(name: str, asr_hidden: int, asr_layers: int, phonemize: Callable[[str], list[str]]) -> Task:
+    """The task called `name` ("sid", "pr", "asr", "er")."""
+    if name == "sid":
+        return UtteranceClassification("sid", "SID", "speaker", "speaker")
+    if name == "er":
+        return UtteranceClassification("er", "ER", "style", "style")
+    if name == "pr":
+        return PhoneRecognition(phonemize)
+    if name == "asr":
+        return SpeechRecognition(asr_hidden, asr_layers)
+    raise ValueError(f"unknown task {name!r}")
+
+
+
+
+def _count_by_split(groups: dict[str, list]) -> str:
+    """{"train": [..2..], "valid": [], "test": [..1..]} -> "2 train and 1 test utterances"."""
+    parts = [f"{len(v)} {s}" for s, v in groups.items() if v]
+    text = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    return f"{text} utterance{'s' if sum(len(v) for v in groups.values()) != 1 else ''}"

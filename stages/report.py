@@ -1,0 +1,247 @@
+"""DVC stage `report`: one markdown comparison of the evaluated upstreams, with layer-weight plots.
+
+Reads evaluation output folders (`progre evaluate --out`): a folder with one sub-folder per task
+(``<folder>/<task>/metrics.json``), or a single task's folder (``<folder>/metrics.json``). Folders
+of the same upstream name are merged, so a DVC matrix that evaluates one task per folder reports
+like one evaluation of all tasks.
+
+Writes `out` (markdown: a table with upstreams as rows and task metrics as columns, test scores in
+percent, best per column in bold; one layer-weight figure per task; a "how to read this" section)
+and beside it ``<stem>-<task>-layer-weights.png``: one panel per upstream, bars in the upstream's
+state order. Image links are relative, so the report can move with its images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from progre.config import ReportParams
+from progre.downstream.plots import WeightPanel, save_weight_grid
+from progre.errors import UserError
+from progre.io import atomic_path, read_json
+from progre.log import logger
+
+TASK_ORDER = ("sid", "pr", "asr", "er")
+METRIC_NAMES = {"acc": "acc", "per": "PER", "wer": "WER", "cer": "CER"}
+HIGHER_IS_BETTER = {"acc": True, "per": False, "wer": False, "cer": False}
+
+
+@dataclass
+class TaskResult:
+    """One upstream's record for one task (metrics.json) and its layer weights, if it ran."""
+
+    record: dict[str, Any]
+    weights: Optional[list[dict[str, Any]]] = None
+    source: Optional[Path] = None
+
+    @property
+    def ok(self) -> bool:
+        return self.record.get("status", "ok") == "ok"
+
+
+@dataclass
+class UpstreamResults:
+    name: str
+    tasks: dict[str, TaskResult] = field(default_factory=dict)
+
+
+def run(p: ReportParams, results: list[Path], out: Path) -> dict:
+    """Write the report to `out` (markdown) and its figures beside it; returns what it holds."""
+    upstreams = collect(results)
+    tasks = [t for t in TASK_ORDER if any(t in u.tasks for u in upstreams)]
+    tasks += sorted({t for u in upstreams for t in u.tasks} - set(tasks))
+    columns = table_columns(upstreams, tasks)
+    images = {}
+    for task in tasks:
+        panels = [WeightPanel(u.name, [w["state"] for w in u.tasks[task].weights],
+                              [float(w["weight"]) for w in u.tasks[task].weights])
+                  for u in upstreams if _has_weights(u, task)]
+        if panels:
+            image = out.with_name(f"{out.stem}-{task}-layer-weights.png")
+            save_weight_grid(image, panels, f"{_title(upstreams, task)}: learned layer weights")
+            images[task] = image
+    markdown = render(p.title, upstreams, tasks, columns, images)
+    with atomic_path(out) as tmp:
+        tmp.write_text(markdown)
+    logger.info("report on %s (%s) written to %s", ", ".join(u.name for u in upstreams),
+                ", ".join(t.upper() for t in tasks), out)
+    return {"upstreams": [u.name for u in upstreams], "tasks": tasks, "images": {t: str(i) for t, i in images.items()},
+            "table": {u.name: {c.header: c.cell(u)[0] for c in columns} for u in upstreams}}
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def collect(results: list[Path]) -> list[UpstreamResults]:
+    """Every evaluated (upstream, task) in `results`, grouped by upstream name in first-seen order."""
+    if not results:
+        raise UserError("give at least one evaluation output folder")
+    by_name: dict[str, UpstreamResults] = {}
+    for folder in results:
+        for metrics in _metrics_files(Path(folder)):
+            record = read_json(metrics)
+            if "task" not in record or "upstream" not in record:
+                raise UserError(f"{metrics} is not a metrics file of `progre evaluate` (no task or upstream)")
+            upstream = by_name.setdefault(record["upstream"], UpstreamResults(record["upstream"]))
+            task = record["task"]
+            if task in upstream.tasks:
+                raise UserError(f"{record['upstream']} has two {task} results: {upstream.tasks[task].source} and "
+                                f"{metrics}; give each upstream a distinct --name")
+            weights_file = metrics.with_name("layer_weights.json")
+            weights = read_json(weights_file)["layer_weights"] if weights_file.is_file() else None
+            upstream.tasks[task] = TaskResult(record, weights, metrics)
+    return list(by_name.values())
+
+
+def _metrics_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise UserError(f"evaluation output {folder} not found")
+    if (folder / "metrics.json").is_file():  # one task's folder
+        return [folder / "metrics.json"]
+    files = sorted(folder.glob("*/metrics.json"))
+    if not files:
+        raise UserError(f"{folder} holds no <task>/metrics.json; is it a `progre evaluate` output folder?")
+    return files
+
+
+# --------------------------------------------------------------------------- the table
+
+
+@dataclass
+class Column:
+    """One metric of one task: the header says its direction, cells are test scores in percent."""
+
+    task: str
+    metric: str
+    title: str
+
+    @property
+    def higher_is_better(self) -> bool:
+        return HIGHER_IS_BETTER.get(self.metric, True)
+
+    @property
+    def header(self) -> str:
+        return f"{self.title} {METRIC_NAMES.get(self.metric, self.metric)} {'↑' if self.higher_is_better else '↓'}"
+
+    def value(self, upstream: UpstreamResults) -> Optional[float]:
+        result = upstream.tasks.get(self.task)
+        if result is None or not result.ok:
+            return None
+        return float(result.record.get("test_metrics", {}).get(self.metric, result.record["test"]))
+
+    def cell(self, upstream: UpstreamResults) -> tuple[str, Optional[float]]:
+        """(text, value): "87.5", "skipped" or "–"."""
+        result = upstream.tasks.get(self.task)
+        if result is None:
+            return "–", None
+        if not result.ok:
+            return "skipped", None
+        value = self.value(upstream)
+        return f"{100 * value:.1f}", value  # type: ignore[operator]
+
+
+def table_columns(upstreams: list[UpstreamResults], tasks: list[str]) -> list[Column]:
+    """Per task its main metric, then any other test metric it reports (ASR: CER after WER)."""
+    columns = []
+    for task in tasks:
+        records = [u.tasks[task].record for u in upstreams if task in u.tasks]
+        main = records[0]["metric"]
+        extra = sorted({m for r in records for m in r.get("test_metrics", {})} - {main})
+        columns += [Column(task, m, records[0].get("title", task.upper())) for m in [main, *extra]]
+    return columns
+
+
+def render(title: str, upstreams: list[UpstreamResults], tasks: list[str], columns: list[Column],
+           images: dict[str, Path]) -> str:
+    lines = [f"# {title}", "", "Test scores in percent; the best of each column in bold.", ""]
+    lines.append("| upstream | states | " + " | ".join(c.header for c in columns) + " |")
+    lines.append("|---|---:|" + "---:|" * len(columns))
+    best = {c.header: _best([c.value(u) for u in upstreams], c.higher_is_better) for c in columns}
+    for u in upstreams:
+        cells = []
+        for c in columns:
+            text, value = c.cell(u)
+            cells.append(f"**{text}**" if value is not None and value == best[c.header] and len(upstreams) > 1
+                         else text)
+        lines.append(f"| {u.name} | {_num_states(u)} | " + " | ".join(cells) + " |")
+    notes = [f"- {u.name}, {r.record.get('title', t)}: skipped ({r.record.get('reason', 'no reason given')})"
+             for u in upstreams for t, r in u.tasks.items() if not r.ok]
+    if notes:
+        lines += ["", *notes]
+    lines += ["", "## Layer weights", ""]
+    single = [u.name for u in upstreams if u.tasks and all(len(r.weights or []) <= 1 for r in u.tasks.values())]
+    if single:
+        lines += [f"{_join(single)} {'has' if len(single) == 1 else 'have'} a single hidden state (its weight "
+                  f"is 1), so no panel.", ""]
+    for task in tasks:
+        if task in images:
+            lines += [f"### {_title(upstreams, task)}", "", f"![{_title(upstreams, task)} layer weights]"
+                      f"({images[task].name})", ""]
+    lines += ["## How to read this", "", _how_to_read(upstreams, tasks), ""]
+    return "\n".join(lines)
+
+
+def _how_to_read(upstreams: list[UpstreamResults], tasks: list[str]) -> str:
+    by_count: dict[int, list[str]] = {}
+    for task in tasks:
+        counts = {r.record["utterances"]["test"] for u in upstreams
+                  if (r := u.tasks.get(task)) is not None and r.ok and "utterances" in r.record}
+        if len(counts) == 1:
+            by_count.setdefault(counts.pop(), []).append(_title(upstreams, task))
+    sizes = "; ".join(f"{_join(titles)} on {n} test utterances" +
+                      (f" (one is {100 / n:.1f} points of accuracy)" if set(titles) & {"SID", "ER"} else "")
+                      for n, titles in by_count.items())
+    return (
+        "Each upstream is frozen. Per task, a learned softmax-weighted sum of its hidden states (SUPERB's "
+        "featurizer) feeds a small head trained on the train split; the epoch with the best valid score "
+        "is kept and scored on test. SID (speaker) and ER (speaking style) are accuracies of a linear "
+        "classifier on the mean over frames (higher is better); PR is the phone error rate of a linear "
+        "CTC head and ASR the word (and character) error rate of a BiLSTM CTC head with greedy decoding "
+        "and no language model (lower is better; insertions can push an error rate above 100). "
+        "MFCC is a hand-crafted reference; the randomly initialised model of the same architecture is "
+        "the floor that pretraining must clear. "
+        + (f"Scored: {sizes}; differences of a few points on small test sets are noise. " if sizes else "")
+        + "The plots show each task's learned weights, one bar per hidden state in the model's order "
+        "(ProgRE: pitch-branch output, layers up to the speaker branch, the speaker-branch output, that "
+        "layer minus it, the deeper layers; HuBERT: the Transformer input and its layers); the dashed "
+        "line is the uniform starting point."
+        + (" States are standardised before the sum, so a high bar means the task found that state useful, "
+           "not that its values are large." if _all_standardized(upstreams) else "")
+    )
+
+
+def _all_standardized(upstreams: list[UpstreamResults]) -> bool:
+    records = [r.record for u in upstreams for r in u.tasks.values() if r.ok]
+    return bool(records) and all(r.get("standardize") for r in records)
+
+
+def _join(words: list[str]) -> str:
+    """["a", "b", "c"] -> "a, b and c"."""
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def _has_weights(upstream: UpstreamResults, task: str) -> bool:
+    """Whether the upstream has learned weights worth a panel for the task (more than one state)."""
+    result = upstream.tasks.get(task)
+    return result is not None and result.ok and result.weights is not None and len(result.weights) > 1
+
+
+def _best(values: list[Optional[float]], higher_is_better: bool) -> Optional[float]:
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    return max(present) if higher_is_better else min(present)
+
+
+def _num_states(upstream: UpstreamResults) -> str:
+    counts = {r.record.get("num_states") for r in upstream.tasks.values()} - {None}
+    return str(counts.pop()) if len(counts) == 1 else "?"
+
+
+def _title(upstreams: list[UpstreamResults], task: str) -> str:
+    for u in upstreams:
+        if task in u.tasks:
+            return u.tasks[task].record.get("title", task.upper())
+    return task.upper()

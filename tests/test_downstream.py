@@ -1,0 +1,288 @@
+"""Downstream building blocks: featurizer, metrics, CTC decoding, heads, task labels, phonemisation."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from progre.data import espeak
+from progre.downstream.featurizer import Featurizer
+from progre.downstream.hidden import parse_upstream
+from progre.downstream.metrics import (accuracy, char_error_rate, edit_distance, error_rate, phone_error_rate,
+                                       word_error_rate)
+from progre.downstream.ctc import ctc_greedy_decode, ctc_loss, ctc_min_frames
+from progre.downstream.heads import BiLSTMHead, reverse_within
+from progre.downstream.tasks import (PhoneRecognition, SpeechRecognition, TaskSkipped, UtteranceClassification,
+                                     normalize_transcript)
+
+# --------------------------------------------------------------------------- featurizer
+
+
+def test_featurizer_starts_uniform_and_sums_states():
+    featurizer = Featurizer(num_states=4, dim=3)
+    assert torch.equal(featurizer.weights.detach(), torch.zeros(4))
+    assert torch.allclose(featurizer.normalized_weights(), torch.full((4,), 0.25))
+    states = torch.randn(2, 5, 4, 3)  # (B, T, S, D)
+    assert torch.allclose(featurizer(states), states.mean(dim=2), atol=1e-6)
+    with torch.no_grad():
+        featurizer.weights.copy_(torch.tensor([0.0, math.log(3.0), -1e4, 0.0]))  # softmax -> 0.2, 0.6, 0, 0.2
+    expected = 0.2 * states[:, :, 0] + 0.6 * states[:, :, 1] + 0.2 * states[:, :, 3]
+    assert torch.allclose(featurizer(states), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="hidden states"):
+        featurizer(torch.randn(2, 5, 3, 3))
+
+
+def test_featurizer_normalisations():
+    states = 10 + 5 * torch.randn(7, 3, 4)  # (T, S, D)
+    normed = Featurizer(3, 4, layer_norm=True).normalize(states)
+    assert torch.allclose(normed.mean(-1), torch.zeros(7, 3), atol=1e-5)
+    assert torch.allclose(normed.var(-1, unbiased=False), torch.ones(7, 3), atol=1e-3)
+    mean, std = states.mean(0), states.std(0, unbiased=False)
+    standardised = Featurizer(3, 4, mean=mean, std=std).normalize(states)
+    assert torch.allclose(standardised.mean(0), torch.zeros(3, 4), atol=1e-5)
+    assert torch.allclose(standardised.std(0, unbiased=False), torch.ones(3, 4), atol=1e-4)
+    # the weighted sum is linear: pooling the normalised states first gives the same utterance vector
+    featurizer = Featurizer(3, 4, mean=mean, std=std)
+    with torch.no_grad():
+        featurizer.weights.copy_(torch.tensor([0.3, -1.0, 2.0]))
+    assert torch.allclose(featurizer(states).mean(0), featurizer.combine(featurizer.normalize(states).mean(0)),
+                          atol=1e-5)
+    with pytest.raises(ValueError, match="both"):
+        Featurizer(3, 4, mean=mean)
+
+
+def test_featurizer_learns_to_pick_the_planted_informative_state():
+    """State 2 of 5 carries the class (plus noise); the others are noise of the same scale."""
+    generator = torch.Generator().manual_seed(0)
+    num, states, dim, classes = 512, 5, 8, 4
+    labels = torch.randint(0, classes, (num,), generator=generator)
+    centres = torch.randn(classes, dim, generator=generator) * 2.0
+    x = torch.randn(num, states, dim, generator=generator)
+    x[:, 2] = centres[labels] + 0.5 * torch.randn(num, dim, generator=generator)
+    torch.manual_seed(0)
+    featurizer = Featurizer(states, dim)
+    head = nn.Linear(dim, classes)
+    optimizer = torch.optim.Adam([*featurizer.parameters(), *head.parameters()], lr=5e-2)
+    for _ in range(200):
+        loss = nn.functional.cross_entropy(head(featurizer(x)), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    weights = featurizer.normalized_weights().detach()
+    assert int(weights.argmax()) == 2
+    assert weights[2] > 0.6
+    assert float((head(featurizer(x)).argmax(-1) == labels).float().mean()) > 0.95
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def test_edit_distance_by_hand():
+    assert edit_distance(list("kitten"), list("sitting")) == 3  # k->s, e->i, +g
+    assert edit_distance([], ["a", "b"]) == 2
+    assert edit_distance(["a", "b"], []) == 2
+    assert edit_distance(["a", "b", "c"], ["a", "b", "c"]) == 0
+    assert edit_distance(["a", "b", "c", "d"], ["b", "c", "d", "a"]) == 2  # delete a, insert a
+
+
+def test_error_rates_by_hand():
+    # (1 deletion) + (1 insertion) over 3 + 1 reference phones
+    assert phone_error_rate([["a", "b", "c"], ["d"]], [["a", "c"], ["d", "e"]]) == pytest.approx(0.5)
+    # "the cat sat" -> "the bat sat down": 1 substitution + 1 insertion over 3 words
+    assert word_error_rate(["the cat sat"], ["the bat sat down"]) == pytest.approx(2 / 3)
+    assert word_error_rate(["a b", "c d e"], ["a b", ""]) == pytest.approx(3 / 5)
+    # "ab cd" -> "ab  ce": whitespace collapses, then 1 substitution over 5 characters
+    assert char_error_rate(["ab cd"], ["ab  ce"]) == pytest.approx(1 / 5)
+    assert error_rate([["x"]], [["y", "z", "w"]]) == pytest.approx(3.0)  # insertions push it above 1
+    with pytest.raises(ValueError, match="no tokens"):
+        error_rate([[]], [["a"]])
+    with pytest.raises(ValueError, match="hypotheses"):
+        error_rate([["a"]], [])
+
+
+def test_accuracy_by_hand():
+    assert accuracy(["a", "b", "c", "d"], ["a", "x", "c", "d"]) == pytest.approx(0.75)
+    assert accuracy([1, 2], [2, 1]) == 0.0
+    with pytest.raises(ValueError):
+        accuracy([], [])
+
+
+# --------------------------------------------------------------------------- CTC
+
+
+def _one_hot_logits(paths: list[list[int]], vocab: int = 4) -> torch.Tensor:
+    frames = max(len(p) for p in paths)
+    logits = torch.full((len(paths), frames, vocab), -5.0)
+    for b, path in enumerate(paths):
+        for t, token in enumerate(path):
+            logits[b, t, token] = 5.0
+    return logits
+
+
+def test_ctc_greedy_decoding_collapses_repeats_and_drops_blanks():
+    logits = _one_hot_logits([[1, 1, 0, 1, 2, 2, 0], [0, 0, 0, 0, 0, 0, 0], [3, 0, 3, 3, 1, 1, 1]])
+    lengths = torch.tensor([7, 7, 4])  # the third stops after [3, blank, 3, 3]
+    assert ctc_greedy_decode(logits, lengths) == [[1, 1, 2], [], [3, 3]]
+
+
+def test_ctc_min_frames_and_loss():
+    assert ctc_min_frames([1, 1, 2]) == 4  # a blank must separate the repeated 1s
+    assert ctc_min_frames([1, 2, 3]) == 3
+    assert ctc_min_frames([]) == 0
+    logits = _one_hot_logits([[1, 0, 1, 2], [3, 3, 0, 0]])
+    lengths = torch.tensor([4, 4])
+    good = ctc_loss(logits, lengths, [[1, 1, 2], [3]])
+    bad = ctc_loss(logits, lengths, [[2, 2, 2], [1]])
+    assert float(good) < 0.1 < float(bad)
+
+
+def test_reverse_within_lengths_keeps_padding_in_place():
+    x = torch.arange(10.0).reshape(2, 5, 1)
+    y = reverse_within(x, torch.tensor([5, 3]))
+    assert y[0, :, 0].tolist() == [4, 3, 2, 1, 0]
+    assert y[1, :, 0].tolist() == [7, 6, 5, 8, 9]
+    assert torch.equal(reverse_within(y, torch.tensor([5, 3])), x)
+
+
+def test_bilstm_head_is_padding_invariant_and_matches_a_packed_bilstm():
+    torch.manual_seed(0)
+    head = BiLSTMHead(dim=6, hidden=5, layers=2, outputs=4).eval()
+    a, b = torch.randn(9, 6), torch.randn(4, 6)
+    batch = torch.zeros(2, 9, 6)
+    batch[0], batch[1, :4] = a, b
+    batch[1, 4:] = 100.0  # garbage in the padding must not leak
+    with torch.no_grad():
+        out, lengths = head(batch, torch.tensor([9, 4]))
+        alone, _ = head(b[None], torch.tensor([4]))
+    assert lengths.tolist() == [9, 4]
+    assert torch.allclose(out[1, :4], alone[0], atol=1e-5)
+    # the same weights in nn.LSTM(bidirectional=True) on the valid frames give the same output
+    reference = nn.LSTM(6, 5, num_layers=2, batch_first=True, bidirectional=True)
+    with torch.no_grad():
+        for layer in range(2):
+            for suffix, lstms in (("", head.forward_lstms), ("_reverse", head.backward_lstms)):
+                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                    getattr(reference, f"{name}_l{layer}{suffix}").copy_(getattr(lstms[layer], f"{name}_l0"))
+        expected = head.out(reference(a[None])[0])
+    assert torch.allclose(out[0], expected[0], atol=1e-5)
+
+
+def test_bilstm_head_stacks_faster_frames():
+    head = BiLSTMHead(dim=3, hidden=4, layers=1, outputs=5, stride=2)
+    out, lengths = head(torch.randn(2, 11, 3), torch.tensor([11, 6]))
+    assert out.shape == (2, 5, 5) and lengths.tolist() == [5, 3]
+
+
+# --------------------------------------------------------------------------- task labels
+
+
+def _rows(split: str, *items) -> list[dict]:
+    return [{"key": f"{split}{i}", "split": split, **item} for i, item in enumerate(items)]
+
+
+def test_sid_skips_speakers_absent_from_train():
+    task = UtteranceClassification("sid", "SID", "speaker", "speaker")
+    rows = {"train": _rows("train", {"speaker": "a"}, {"speaker": "b"}, {"speaker": "a"}, {"speaker": None}),
+            "valid": _rows("valid", {"speaker": "a"}, {"speaker": "c"}),
+            "test": _rows("test", {"speaker": "b"}, {"speaker": "c"}, {"speaker": "d"})}
+    prep = task.prepare(rows)
+    assert prep.vocabulary == ["a", "b"]
+    assert prep.splits["train"].targets == [0, 1, 0]
+    assert prep.splits["valid"].keys == ["valid0"] and prep.splits["valid"].references == ["a"]
+    assert prep.splits["test"].keys == ["test0"] and prep.splits["test"].targets == [1]
+    notes = " | ".join(prep.notes)
+    assert "1 valid and 2 test utterances of speakers absent from train skipped" in notes
+    assert "c, d" in notes
+    assert "1 train utterance without a speaker label" in notes
+
+
+def test_classification_without_labels_is_skipped():
+    task = UtteranceClassification("er", "ER", "style", "style")
+    none = {s: _rows(s, {"style": None}, {}) for s in ("train", "valid", "test")}
+    with pytest.raises(TaskSkipped, match="no style labels"):
+        task.prepare(none)
+    single = {s: _rows(s, {"style": "calm"}) for s in ("train", "valid", "test")}
+    with pytest.raises(TaskSkipped, match="single style"):
+        task.prepare(single)
+
+
+def test_phone_targets_from_phones_or_phonemised_text():
+    calls = []
+
+    def phonemize(text: str) -> list[str]:
+        calls.append(text)
+        return text.split()
+
+    task = PhoneRecognition(phonemize)
+    rows = {"train": _rows("train", {"phones": ["sil", "a", "b", "sil"], "text": "ignored"}, {"text": "b c"}),
+            "valid": _rows("valid", {"phones": ["a", "z"]}, {"text": None}),
+            "test": _rows("test", {"phones": ["sil"], "text": "a"})}
+    prep = task.prepare(rows)
+    assert calls == ["b c", "a"]  # phones win over text; text fills in where phones are missing or silence
+    assert prep.vocabulary == ["a", "b", "c"]
+    assert prep.splits["train"].targets == [[1, 2], [2, 3]]
+    assert prep.splits["valid"].references == [["a", "z"]]  # z is unknown to train: scored, not trained on
+    assert prep.splits["valid"].targets == [[1]]
+    assert any("absent from train (z)" in n for n in prep.notes)
+    assert any("1 valid utterance without phones or text" in n for n in prep.notes)
+    with pytest.raises(TaskSkipped, match="neither phones nor transcripts"):
+        task.prepare({s: _rows(s, {"text": " "}) for s in ("train", "valid", "test")})
+
+
+def test_asr_targets_and_transcript_normalisation():
+    assert normalize_transcript("Don't stop, Bob-by!  42") == "don't stop bob by"
+    task = SpeechRecognition(hidden=4, layers=1)
+    rows = {"train": _rows("train", {"text": "Hi, yo!"}), "valid": _rows("valid", {"text": "..."}, {"text": "a"}),
+            "test": _rows("test", {"text": "b"})}
+    prep = task.prepare(rows)
+    assert prep.vocabulary[:2] == [" ", "'"] and len(prep.vocabulary) == 28
+    assert prep.splits["train"].targets == [[10, 11, 1, 27, 17]]  # h i _ y o (blank 0, space 1, apostrophe 2, a 3)
+    assert prep.splits["valid"].keys == ["valid1"]
+    assert task.stride(100) == 2 and task.stride(50) == 1
+
+
+# --------------------------------------------------------------------------- upstream names, eSpeak
+
+
+def test_upstream_names():
+    assert parse_upstream("mfcc").kind == "mfcc" and parse_upstream("mfcc").name == "mfcc"
+    run = parse_upstream("runs/progre_iter2/model")
+    assert (run.kind, run.name, run.checkpoint) == ("checkpoint", "progre_iter2", Path("runs/progre_iter2/model"))
+    random = parse_upstream("random:runs/progre_iter2/model")
+    assert (random.kind, random.name) == ("random", "random-progre_iter2")
+    assert parse_upstream("exports/hubert", name="HuBERT").name == "HuBERT"
+
+
+def test_phonemize_matches_the_phones_of_synthesis():
+    assert espeak.phonemize("hello") == ["h", "@", "l", "oU"]
+    text = "Frankly, those lazy judges sold our table under the market."
+    _, segments = espeak.speak(text, "en-us")
+    assert espeak.phonemize(text, "en-us") == [p for p, _, _ in segments if p != espeak.PAUSE]
+    assert espeak.phonemize("  ") == [] and espeak.phonemize("...") == []
+    assert all("'" not in p and "," not in p for p in espeak.phonemize("Don't stop, Bob!"))
+
+
+def test_training_data_utterance_means_are_means(tmp_path: Path):
+    """utterance_means pools the normalised frames of each utterance."""
+    from progre.downstream.data import utterance_means
+    from progre.downstream.hidden import HiddenStates
+    from progre.features.store import FeatureWriter, write_meta
+
+    frames = {"u1": np.arange(12, dtype=np.float32).reshape(2, 6), "u2": np.ones((3, 6), np.float32)}
+    writer = FeatureWriter(tmp_path, 6, "float32")
+    for key, value in frames.items():
+        writer.add(key, value)
+    writer.close()
+    write_meta(tmp_path, {"kind": "hidden", "state_names": ["a", "b"], "state_dim": 3, "dim": 6, "frame_rate": 50,
+                          "upstream": {"kind": "test"}, "world_size": 1})
+    hidden = HiddenStates(tmp_path)
+    assert hidden["u1"].shape == (2, 2, 3) and hidden.num_frames("u2") == 3
+    means = utterance_means(hidden, ["u1", "u2"], lambda x: 2 * x)
+    assert means["u1"].dtype == np.float16
+    assert np.allclose(means["u1"], 2 * frames["u1"].mean(0).reshape(2, 3))
+    assert np.allclose(means["u2"], 2 * np.ones((2, 3)))

@@ -1,0 +1,181 @@
+"""`progre evaluate` and `progre report` end to end on the tiny synthetic corpus (few epochs)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from progre.config import EvaluateParams, ReportParams, ShardParams, SynthParams
+from progre.data.synth import synthesize_corpus
+from progre.errors import UserError
+from progre.model import ProgREEncoder, model_config, save_checkpoint
+from stages import evaluate, report
+from stages import shard as shard_stage
+
+TASKS = ("sid", "pr", "asr", "er")
+FAST = {"max_epochs": 2, "patience": 2, "batch_size": 4, "asr_hidden": 8, "asr_layers": 1}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> dict[str, Path]:
+    """The tiny eSpeak corpus (4 speakers x 4 utterances, 4 styles, phones, text), sharded, and a
+    tiny ProgRE checkpoint with random weights."""
+    base = tmp_path_factory.mktemp("evaluate")
+    synthesize_corpus(SynthParams(preset="tiny"), base / "corpus")
+    shard_stage.run(ShardParams(workers=1), base / "corpus", base / "shards")
+    torch.manual_seed(0)
+    save_checkpoint(base / "progre", ProgREEncoder(model_config("tiny", "progre")))
+    return {"base": base, "shards": base / "shards", "checkpoint": base / "progre", "cache": base / "cache"}
+
+
+@pytest.fixture(scope="module")
+def progre_eval(tiny) -> Path:
+    out = tiny["base"] / "eval-progre"
+    evaluate.run(EvaluateParams(**FAST), upstream=str(tiny["checkpoint"]), out=out, shards=tiny["shards"],
+                 cache=tiny["cache"])
+    return out
+
+
+def _shards_with_index(tiny, name: str, change) -> Path:
+    """A copy of the tiny shards whose index rows went through `change` (same keys: same fingerprint)."""
+    folder = tiny["base"] / name
+    shutil.copytree(tiny["shards"], folder)
+    table = pq.read_table(folder / "index.parquet")
+    rows = [change(dict(r)) for r in table.to_pylist()]
+    pq.write_table(type(table).from_pylist(rows, schema=table.schema), folder / "index.parquet")
+    return folder
+
+
+def test_evaluate_writes_every_output_of_every_task(progre_eval):
+    names = ["pitch", "layer1", "speaker", "layer2-speaker", "layer3", "layer4"]
+    summary = json.loads((progre_eval / "summary.json").read_text())
+    assert summary["upstream"] == "progre" and summary["state_names"] == names
+    for task in TASKS:
+        folder = progre_eval / task
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert metrics["status"] == "ok" and metrics["task"] == task and metrics["upstream"] == "progre"
+        assert metrics["num_states"] == 6 and metrics["state_names"] == names
+        assert 1 <= metrics["best_epoch"] <= metrics["epochs"] <= 2
+        assert metrics["test"] >= 0 and metrics["valid"] >= 0
+        assert metrics["utterances"]["test"] == 4
+        assert summary["tasks"][task]["test"] == metrics["test"]
+        weights = json.loads((folder / "layer_weights.json").read_text())["layer_weights"]
+        assert [w["state"] for w in weights] == names
+        assert sum(w["weight"] for w in weights) == pytest.approx(1.0)
+        assert (folder / "layer_weights.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        history = json.loads((folder / "history.json").read_text())["epochs"]
+        assert len(history) == metrics["epochs"]
+    assert set(json.loads((progre_eval / "asr" / "metrics.json").read_text())["test_metrics"]) == {"wer", "cer"}
+    assert json.loads((progre_eval / "sid" / "metrics.json").read_text())["classes"] == 4
+
+
+def test_hidden_states_are_cached_and_reruns_are_deterministic(tiny, progre_eval, monkeypatch):
+    import progre.downstream.hidden as hidden
+
+    entries = sorted(p.name for p in tiny["cache"].iterdir() if not p.name.startswith("."))
+    assert len([e for e in entries if e.startswith("checkpoint-")]) == 1
+
+    def no_extraction(*args, **kwargs):
+        raise AssertionError("hidden states were recomputed instead of read from the cache")
+
+    monkeypatch.setattr(hidden, "build_extractor", no_extraction)
+    out = tiny["base"] / "eval-progre-again"
+    evaluate.run(EvaluateParams(**FAST, tasks=["sid", "pr"]), upstream=str(tiny["checkpoint"]), out=out,
+                 shards=tiny["shards"], cache=tiny["cache"])
+    assert sorted(p.name for p in tiny["cache"].iterdir() if not p.name.startswith(".")) == entries
+    for task in ("sid", "pr"):
+        first, again = (json.loads((folder / task / "metrics.json").read_text()) for folder in (progre_eval, out))
+        assert again["test_metrics"] == first["test_metrics"] and again["valid_metrics"] == first["valid_metrics"]
+        assert (json.loads((out / task / "layer_weights.json").read_text()) ==
+                json.loads((progre_eval / task / "layer_weights.json").read_text()))
+
+
+def test_random_init_and_mfcc_upstreams_and_the_report(tiny, progre_eval):
+    random_out, mfcc_out = tiny["base"] / "eval-random", tiny["base"] / "eval-mfcc"
+    evaluate.run(EvaluateParams(**FAST, tasks=["sid"]), upstream=f"random:{tiny['checkpoint']}", out=random_out,
+                 shards=tiny["shards"], cache=tiny["cache"])
+    evaluate.run(EvaluateParams(**FAST, tasks=["sid", "pr"]), upstream="mfcc", out=mfcc_out, shards=tiny["shards"],
+                 cache=tiny["cache"])
+    assert json.loads((random_out / "sid" / "metrics.json").read_text())["upstream"] == "random-progre"
+    assert json.loads((mfcc_out / "pr" / "metrics.json").read_text())["state_names"] == ["mfcc"]
+    assert json.loads((mfcc_out / "pr" / "metrics.json").read_text())["frame_rate"] == 100
+    kinds = sorted(p.name.split("-")[0] for p in tiny["cache"].iterdir() if not p.name.startswith("."))
+    assert kinds == ["checkpoint", "mfcc", "random"]
+
+    md = tiny["base"] / "reports" / "report.md"
+    result = report.run(ReportParams(title="Tiny"), results=[progre_eval, mfcc_out, random_out], out=md)
+    text = md.read_text()
+    assert result["upstreams"] == ["progre", "mfcc", "random-progre"]
+    header = next(line for line in text.splitlines() if line.startswith("| upstream"))
+    for column in ("SID acc ↑", "PR PER ↓", "ASR WER ↓", "ASR CER ↓", "ER acc ↑"):
+        assert column in header
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
+    assert set(rows) >= {"progre", "mfcc", "random-progre"}
+    sid = json.loads((progre_eval / "sid" / "metrics.json").read_text())["test"]
+    assert f"{100 * sid:.1f}" in rows["progre"]
+    assert "–" in rows["mfcc"]  # mfcc ran no ASR
+    for task in TASKS:
+        image = md.with_name(f"report-{task}-layer-weights.png")
+        assert image.is_file() and f"]({image.name})" in text
+    assert "## How to read this" in text
+    assert "mfcc has a single hidden state" in text  # one state: its weight is 1, no panel
+
+
+def test_report_merges_one_task_folders_of_an_upstream(tiny, progre_eval):
+    parts = []
+    for task in ("sid", "er"):  # the layout of a DVC matrix: one evaluation folder per upstream and task
+        folder = tiny["base"] / f"matrix-progre-{task}"
+        shutil.copytree(progre_eval / task, folder / task)
+        parts.append(folder)
+    parts.append(progre_eval / "pr")  # a task folder given directly
+    md = tiny["base"] / "merged" / "report.md"
+    result = report.run(ReportParams(), results=parts, out=md)
+    assert result["upstreams"] == ["progre"] and result["tasks"] == ["sid", "pr", "er"]
+    with pytest.raises(UserError, match="two sid results"):
+        report.run(ReportParams(), results=[progre_eval, parts[0]], out=md)
+    with pytest.raises(UserError, match="not found"):
+        report.run(ReportParams(), results=[tiny["base"] / "nowhere"], out=md)
+
+
+def test_a_task_without_labels_is_skipped_and_the_others_run(tiny):
+    shards = _shards_with_index(tiny, "shards-no-style", lambda r: {**r, "style": None})
+    out = tiny["base"] / "eval-no-style"
+    summary = evaluate.run(EvaluateParams(**FAST, tasks=["sid", "er"]), upstream="mfcc", out=out, shards=shards,
+                           cache=tiny["cache"])
+    er = json.loads((out / "er" / "metrics.json").read_text())
+    assert er["status"] == "skipped" and "no style labels" in er["reason"]
+    assert not (out / "er" / "layer_weights.png").exists()
+    assert summary["tasks"]["sid"]["status"] == "ok" and summary["tasks"]["er"]["status"] == "skipped"
+    md = tiny["base"] / "no-style-report.md"
+    report.run(ReportParams(), results=[out], out=md)
+    assert "skipped" in md.read_text()
+
+
+def test_a_split_without_utterances_leaves_nothing_to_run(tiny):
+    shards = _shards_with_index(tiny, "shards-no-valid", lambda r: {**r, "split": "train" if r["split"] == "valid"
+                                                                      else r["split"]})
+    with pytest.raises(UserError, match="nothing to evaluate.*no usable utterances in the valid split"):
+        evaluate.run(EvaluateParams(**FAST, tasks=["sid", "er"]), upstream="mfcc", out=tiny["base"] / "eval-no-valid",
+                     shards=shards, cache=tiny["cache"])
+    assert not (tiny["base"] / "eval-no-valid").exists()
+
+
+def test_a_checkpoint_that_does_not_load_is_a_user_error(tiny, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    shutil.copy(tiny["checkpoint"] / "config.json", broken / "config.json")
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    params = EvaluateParams(**FAST, tasks=["sid"])
+    for upstream, message in ((str(broken), "cannot read model.safetensors"),
+                              (str(tmp_path / "missing"), "not found"),
+                              (f"random:{tmp_path / 'missing'}", "not found")):
+        with pytest.raises(UserError, match=message) as info:
+            evaluate.run(params, upstream=upstream, out=tmp_path / "out", shards=tiny["shards"],
+                         cache=tmp_path / "cache")
+        assert "\n" not in str(info.value)
+    assert not (tmp_path / "out").exists()
