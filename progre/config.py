@@ -339,6 +339,8 @@ class PretrainParams(Params):
     logit_temp: float = param(0.1, "cosine-similarity logits are divided by this", min=1e-4)
     final_dim: int = param(256, "dimension of the prediction projection and label embeddings", min=1)
     feature_pen_weight: float = param(10.0, "weight of the mean square of the CNN features", min=0.0)
+    unmasked_loss_weight: float = param(0.0, "weight of the prediction loss on unmasked frames (fairseq's "
+                                             "pred_nomask_weight; HuBERT: 0)", min=0.0)
     conv_grad_scale: float = param(0.1, "gradient scale of the CNN feature encoder", min=0.0)
     # optimisation
     lr: float = param(5e-4, "peak learning rate", min=0.0)
@@ -380,8 +382,9 @@ class EvaluateParams(Params):
     SECTION: ClassVar[str] = "evaluate"
 
     tasks: list[str] = param(["sid", "pr", "asr", "er"], "downstream tasks", choices=("sid", "pr", "asr", "er"))
-    lr: float | None = param(None, "learning rate of heads and layer weights (null: each task's default: "
-                                   "SID and ER 1e-2, PR 3e-2, ASR 1e-2)", min=0.0)
+    lr: list[float] | None = param(None, "learning rates of heads and layer weights; each is tried and the "
+                                         "one with the best valid score kept (null: each task's default: SID and "
+                                         "ER [1e-2, 1e-3], PR [3e-2, 1e-2], ASR [1e-2])", min=0.0)
     batch_size: int = param(16, "utterances per batch", min=1)
     max_epochs: int | None = param(None, "upper bound of training epochs per task (null: each task's default: "
                                          "SID and ER 100, PR 40, ASR 20)", min=1)

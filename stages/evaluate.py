@@ -16,6 +16,7 @@ one upstream (one per task in a DVC matrix) compute them once.
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,11 +148,17 @@ def _evaluate_task(task: Task, prep: Prepared, p: EvaluateParams, inputs: Inputs
     else:
         data = {s: FrameSplit(hidden, ex) for s, ex in splits.items()}  # type: ignore[misc]
         featurizer = Featurizer(hidden.num_states, hidden.dim, p.layer_norm, *inputs.stats)
-    settings = _settings(task, p)
-    torch.manual_seed(p.seed)
-    model = DownstreamModel(featurizer, task.head(hidden.dim, task.num_outputs(prep.vocabulary), hidden.frame_rate))
-    result = fit(task, model, data["train"], data["valid"], data["test"], prep.vocabulary, settings, inputs.device,
-                 label=f"{task.title} ({inputs.upstream.name})")
+    result, settings, searched = None, None, {}
+    for candidate in _settings(task, p):  # a fresh head per learning rate; the best on valid is kept
+        torch.manual_seed(p.seed)
+        model = DownstreamModel(copy.deepcopy(featurizer),
+                                task.head(hidden.dim, task.num_outputs(prep.vocabulary), hidden.frame_rate))
+        fitted = fit(task, model, data["train"], data["valid"], data["test"], prep.vocabulary, candidate,
+                     inputs.device, label=f"{task.title} ({inputs.upstream.name}, lr {candidate.lr:g})")
+        searched[f"{candidate.lr:g}"] = fitted.valid[task.selection_metric]
+        if result is None or task.better(fitted.valid[task.selection_metric], result.valid[task.selection_metric]):
+            result, settings = fitted, candidate
+    assert result is not None and settings is not None
     _write_weights(folder, task, inputs, result)
     write_json(folder / "history.json", {"task": task.name, "upstream": inputs.upstream.name, "epochs": result.history})
     logger.info("%s (%s): test %s %.4f, valid %.4f, best epoch %d of %d, %.0f s", task.title, inputs.upstream.name,
@@ -163,7 +170,7 @@ def _evaluate_task(task: Task, prep: Prepared, p: EvaluateParams, inputs: Inputs
         "test": result.test[task.metric], "valid": result.valid[task.metric],
         "test_metrics": result.test, "valid_metrics": result.valid,
         "selected_on": f"valid {task.selection_metric}", "best_epoch": result.best_epoch, "epochs": result.epochs,
-        "lr": settings.lr, "max_epochs": settings.max_epochs, "patience": settings.patience,
+        "lr": settings.lr, "valid_by_lr": searched, "max_epochs": settings.max_epochs, "patience": settings.patience,
         "layer_norm": p.layer_norm, "standardize": p.standardize,
         "num_states": hidden.num_states, "state_names": hidden.state_names, "frame_rate": hidden.frame_rate,
         "utterances": {s: len(ex) for s, ex in splits.items()},
@@ -171,12 +178,13 @@ def _evaluate_task(task: Task, prep: Prepared, p: EvaluateParams, inputs: Inputs
     }
 
 
-def _settings(task: Task, p: EvaluateParams) -> FitSettings:
-    """The params, with the task's own defaults where they are null."""
+def _settings(task: Task, p: EvaluateParams) -> list[FitSettings]:
+    """One setting per learning rate to try: the params, with the task's own defaults where they are null."""
     default = task.schedule
-    return FitSettings(lr=default.lr if p.lr is None else p.lr, batch_size=p.batch_size,
-                       max_epochs=default.max_epochs if p.max_epochs is None else p.max_epochs,
-                       patience=default.patience if p.patience is None else p.patience, seed=p.seed)
+    return [FitSettings(lr=lr, batch_size=p.batch_size,
+                        max_epochs=default.max_epochs if p.max_epochs is None else p.max_epochs,
+                        patience=default.patience if p.patience is None else p.patience, seed=p.seed)
+            for lr in (default.lrs if p.lr is None else p.lr)]
 
 
 def _skipped_record(task: Task, inputs: Inputs, reason: str) -> dict[str, Any]:

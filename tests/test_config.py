@@ -78,3 +78,16 @@ def test_describe_lists_every_parameter_with_help():
     import dataclasses
 
     assert len(text.splitlines()) == len(dataclasses.fields(PretrainParams))
+
+
+def test_every_parameter_dvc_tracks_is_in_params_yaml():
+    import yaml
+
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for name, stage in stages.items():
+        for key in stage.get("do", stage).get("params", []):
+            node = params
+            for part in key.split("."):
+                assert isinstance(node, dict) and part in node, f"stage {name} tracks {key}, absent from params.yaml"
+                node = node[part]

@@ -65,19 +65,24 @@ def micro_seed(seed: int, k: int) -> int:
 
 
 def compute_losses(out, speakers: torch.Tensor, p: PretrainParams) -> dict[str, torch.Tensor]:
-    """Masked-prediction cross-entropy, feature penalty, speaker loss, their weighted sum, accuracies."""
+    """Masked (and, if weighted, unmasked) prediction cross-entropy, feature penalty, speaker loss, their
+    weighted sum, and the prediction accuracies."""
     zero = out.feature_penalty.new_zeros(())
     masked = F.cross_entropy(out.masked_logits, out.masked_targets) if out.masked_targets.numel() else zero
+    unmasked = F.cross_entropy(out.unmasked_logits, out.unmasked_targets) \
+        if out.unmasked_targets.numel() and p.unmasked_loss_weight > 0 else zero
     speaker = zero
     if out.speaker_logits is not None and bool((speakers != IGNORE).any()):
         speaker = F.cross_entropy(out.speaker_logits.float(), speakers, ignore_index=IGNORE)
-    total = masked + p.feature_pen_weight * out.feature_penalty + p.speaker_loss_weight * speaker
+    total = masked + p.unmasked_loss_weight * unmasked + p.feature_pen_weight * out.feature_penalty \
+        + p.speaker_loss_weight * speaker
     with torch.no_grad():
         acc_m = (out.masked_logits.argmax(-1) == out.masked_targets).float().mean() \
             if out.masked_targets.numel() else zero
         acc_u = (out.unmasked_logits.argmax(-1) == out.unmasked_targets).float().mean() \
             if out.unmasked_targets.numel() else zero
-    return {"loss": total, "loss_masked": masked, "feature_penalty": out.feature_penalty, "loss_speaker": speaker,
+    return {"loss": total, "loss_masked": masked, "loss_unmasked": unmasked, "feature_penalty": out.feature_penalty,
+            "loss_speaker": speaker,
             "acc_masked": acc_m, "acc_unmasked": acc_u}
 
 

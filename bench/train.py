@@ -1,0 +1,148 @@
+"""Training throughput: audio-seconds of training per wall-second, ours vs torchaudio, and the data loader.
+
+    .venv/bin/python -m bench.train [--sizes tiny base] [--steps 12] [--batch-seconds 16]
+
+For each size, in one process and on the same micro-batches of the demo corpus:
+
+- ours: `Trainer.train_step` of the HuBERT baseline (masked prediction on MFCC k-means labels,
+  AdamW, clipping, bf16 autocast on CUDA), fed by our DataLoader (1 worker);
+- torchaudio: a plain loop around `HuBERTPretrainModel` of the same shape (forward, the same
+  losses, backward, AdamW step) on the same batches, already in memory;
+- the data loader alone, iterated without training: it must deliver at least 10x the audio
+  the training step consumes.
+
+The demo corpus and its MFCC labels are made once under bench/.work/ (not timed). The models
+alternate step by step so that machine load hits both alike. Writes bench/results/train.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torchaudio
+
+from progre.cluster.labels import read_labels
+from progre.config import ClusterParams, FeaturesParams, PretrainParams, ShardParams
+from progre.log import setup_logging
+from progre.model import model_config
+from progre.train.data import PretrainData, audio_seconds, loader
+from progre.train.distributed import init_distributed
+from progre.train.loop import RunSpec, Trainer
+from stages import cluster as cluster_stage
+from stages import features as features_stage
+from stages import shard as shard_stage
+
+from .common import demo_corpus, write_result
+
+WORK = Path(__file__).parent / ".work"
+
+
+def prepare() -> tuple[Path, Path]:
+    shards, labels = WORK / "shards", WORK / "labels_mfcc100"
+    if not (shards / "index.parquet").is_file():
+        shard_stage.run(ShardParams(max_shard_mb=4.0), demo_corpus(WORK), shards, overwrite=True)
+    if not (labels / "labels.parquet").is_file():
+        features_stage.run(FeaturesParams(sample_fraction=0.5), "mfcc", shards, WORK / "mfcc")
+        cluster_stage.run(ClusterParams(n_clusters=100, niter=50), WORK / "mfcc", shards, labels)
+    return shards, labels
+
+
+def torchaudio_model(size: str, num_classes: int) -> torchaudio.models.HuBERTPretrainModel:
+    cfg = model_config(size, "hubert")
+    return torchaudio.models.hubert_pretrain_model(
+        extractor_mode="group_norm", extractor_conv_layer_config=[tuple(c) for c in cfg.conv_layers],
+        extractor_conv_bias=False, encoder_embed_dim=cfg.encoder_embed_dim, encoder_projection_dropout=cfg.dropout_input,
+        encoder_pos_conv_kernel=cfg.pos_conv_kernel, encoder_pos_conv_groups=cfg.pos_conv_groups,
+        encoder_num_layers=cfg.encoder_layers, encoder_num_heads=cfg.attention_heads,
+        encoder_attention_dropout=cfg.attention_dropout, encoder_ff_interm_features=cfg.ffn_dim,
+        encoder_ff_interm_dropout=cfg.activation_dropout, encoder_dropout=cfg.dropout,
+        encoder_layer_norm_first=cfg.layer_norm_first, encoder_layer_drop=0.0, mask_prob=0.8, mask_selection="static",
+        mask_other=0.0, mask_length=10, no_mask_overlap=False, mask_min_space=1, mask_channel_prob=0.0,
+        mask_channel_selection="static", mask_channel_other=0.0, mask_channel_length=10, no_mask_channel_overlap=False,
+        mask_channel_min_space=1, skip_masked=False, skip_nomask=False, num_classes=num_classes, final_dim=256,
+        feature_grad_mult=cfg.conv_grad_scale)
+
+
+def bench_size(size: str, steps: int, batch_seconds: float, shards: Path, labels_dir: Path) -> dict:
+    dist = init_distributed()
+    labels = read_labels(labels_dir)
+    p = PretrainParams(model="hubert", size=size, max_steps=10**6, warmup_steps=10, batch_seconds=batch_seconds,
+                       crop_min_seconds=1.0, crop_max_seconds=6.0, num_workers=1, lr=5e-4)
+    data = PretrainData(shards, "train", labels, None, None, batch_seconds=p.batch_seconds,
+                        crop_min_seconds=p.crop_min_seconds, crop_max_seconds=p.crop_max_seconds,
+                        bucket_size=p.bucket_size, seed=p.seed)
+    spec = RunSpec(model_config(size, "hubert", layerdrop=0.0), labels.n_clusters, 0, labels.label_rate, "bench", [])
+    trainer = Trainer(p, spec, data, None, WORK / f"run-{size}", dist)
+    reference = torchaudio_model(size, labels.n_clusters).to(dist.device)
+    optimizer = torch.optim.AdamW(reference.parameters(), lr=5e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
+
+    # the data loader alone
+    stream = iter(loader(data, 0, 0, 1, p.num_workers))
+    loaded = [next(stream), next(stream)]  # also starts the worker
+    start = time.perf_counter()
+    loaded += [next(stream) for _ in range(steps)]
+    loader_rate = sum(audio_seconds(b) for b in loaded[2:]) / (time.perf_counter() - start)
+
+    # both models see micro-batches 0, 1, 2, ...: two warm-up steps each, then `steps` timed ones
+    ours_times, reference_times, seconds = [], [], []
+    batches = iter(loader(data, 0, 0, 1, p.num_workers))
+    for i, batch in enumerate(loaded):
+        t0 = time.perf_counter()
+        stats = trainer.train_step(batches)
+        t1 = time.perf_counter()
+        reference_step(reference, optimizer, batch, dist.device)
+        t2 = time.perf_counter()
+        if i >= 2:
+            ours_times.append(t1 - t0)
+            reference_times.append(t2 - t1)
+            seconds.append(stats["audio_seconds"])
+    audio = statistics.mean(seconds)
+    ours_rate = audio / statistics.median(ours_times)
+    reference_rate = audio / statistics.median(reference_times)
+    return {"size": size, "audio_seconds_per_step": audio, "ours_audio_per_second": ours_rate,
+            "torchaudio_audio_per_second": reference_rate, "ratio_ours_over_torchaudio": ours_rate / reference_rate,
+            "loader_audio_per_second": loader_rate, "loader_over_training": loader_rate / ours_rate,
+            "parameters": trainer.model.encoder.num_parameters()}
+
+
+def reference_step(model, optimizer, batch: dict, device: torch.device) -> None:
+    wav = batch["wav"].to(device)
+    labels = batch["labels"].clamp(min=0).to(device)
+    model.train()
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        logit_m, logit_u, feature_penalty = model(wav, labels, batch["lengths"].to(device))
+    target = torch.zeros(logit_m.shape[0], dtype=torch.long, device=device)  # torchaudio puts the target first
+    loss = F.cross_entropy(logit_m.float(), target) + 10.0 * feature_penalty
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", nargs="+", default=["tiny", "base"])
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--batch-seconds", type=float, default=16.0)
+    args = parser.parse_args()
+    setup_logging(quiet=True)
+    shards, labels = prepare()
+    rows = []
+    for size in args.sizes:
+        seconds = args.batch_seconds if size == "tiny" or torch.cuda.is_available() else min(args.batch_seconds, 8.0)
+        row = bench_size(size, args.steps, seconds, shards, labels)
+        rows.append(row)
+        print(f"| train {size} | ours {row['ours_audio_per_second']:.1f} audio-s/s, torchaudio "
+              f"{row['torchaudio_audio_per_second']:.1f} | ratio {row['ratio_ours_over_torchaudio']:.2f} | "
+              f"loader {row['loader_over_training']:.0f}x what training consumes |")
+    path = write_result("train", {"rows": rows, "steps": args.steps})
+    print(f"written to {path}")
+
+
+if __name__ == "__main__":
+    main()
