@@ -1,6 +1,8 @@
 """Pseudo-speaker ids for corpora without speaker labels: k-means over utterance embeddings.
 
-Embeddings: ``mfcc_stats`` (mean and standard deviation of the 39-d MFCC over the utterance)
+Embeddings: ``mfcc_stats`` (mean and standard deviation of the 13 static cepstra over the
+utterance; the deltas mostly carry what is said, and adding them cut pseudo-speaker purity on
+the demo corpus from 0.57 to 0.42)
 or ``layer_mean`` (mean of one layer's hidden states of a checkpoint). Each dimension is
 standardised over the corpus and each embedding scaled to unit length before k-means, so
 the clustering follows direction (cosine) rather than loudness.
@@ -13,9 +15,13 @@ import numpy as np
 from .kmeans import fit_kmeans, KMeansModel
 
 
+STATIC_CEPSTRA = 13
+
+
 def mfcc_stats(features: np.ndarray) -> np.ndarray:
-    """(frames, 39) -> (78,) mean and standard deviation."""
-    return np.concatenate([features.mean(axis=0), features.std(axis=0)])
+    """(frames, 39) MFCC with deltas -> (26,) mean and standard deviation of the static cepstra."""
+    static = features[:, :STATIC_CEPSTRA]
+    return np.concatenate([static.mean(axis=0), static.std(axis=0)])
 
 
 def normalise_embeddings(embeddings: np.ndarray) -> np.ndarray:
