@@ -218,7 +218,7 @@ class SynthParams(Params):
     PRESETS: ClassVar[dict[str, dict[str, int]]] = {
         # speakers x (train + valid + test) utterances; tiny stays under a minute of audio
         "tiny": {"n_speakers": 4, "train_per_speaker": 2, "valid_per_speaker": 1, "test_per_speaker": 1},
-        "demo": {"n_speakers": 24, "train_per_speaker": 16, "valid_per_speaker": 3, "test_per_speaker": 3},
+        "demo": {"n_speakers": 24, "train_per_speaker": 16, "valid_per_speaker": 6, "test_per_speaker": 6},
     }
 
     preset: str = param("demo", "corpus size preset; explicit counts below override it",

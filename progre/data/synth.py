@@ -18,7 +18,7 @@ The same seed gives byte-identical files.
 
 Synthesis runs in this process, on one core: eSpeak speaks about 500x faster than real time and
 the whole chain (synthesis, resampling, noise, FLAC) runs at about 200x real time, so the demo
-corpus (23 minutes) takes under 10 seconds and worker processes (each importing torch) would
+corpus (30 minutes) takes about 10 seconds and worker processes (each importing torch) would
 save little.
 """
 
