@@ -309,8 +309,9 @@ class SpeakersParams(Params):
     SECTION: ClassVar[str] = "speakers"
 
     n_speakers: int = param(24, "number of pseudo speakers", min=2)
-    embedding: str = param("mfcc_stats", "utterance embedding: mean and std of the static MFCC cepstra, or mean of a layer's "
-                                         "hidden states", choices=("mfcc_stats", "layer_mean"))
+    embedding: str = param("mfcc_stats", "utterance embedding: mean and std of the static MFCC "
+                                         "cepstra, or mean of a layer's hidden states",
+                           choices=("mfcc_stats", "layer_mean"))
     layer: int = param(4, "layer for layer_mean embeddings", min=1)
     niter: int = param(50, "k-means iterations", min=1)
     seed: int = param(1234, "random seed")

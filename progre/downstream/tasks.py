@@ -58,8 +58,9 @@ class Prepared:
 
 @dataclass(frozen=True)
 class Schedule:
-    """A task's default training settings, chosen on the demo corpus (17 min of training audio, 2 CPU cores): SID and ER
-    fit in seconds, PR in under a minute, ASR in about a minute for a tiny upstream."""
+    """A task's default training settings, chosen on the demo corpus (17 min of training audio,
+    2 CPU cores): SID and ER fit in seconds, PR in under a minute, ASR in about a minute for a
+    tiny upstream."""
 
     lrs: tuple[float, ...]
     """Learning rates tried; the one with the best valid score is kept (SUPERB searches them too)."""
