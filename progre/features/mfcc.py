@@ -121,7 +121,9 @@ def mfcc_batch(wavs: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor,
 
 def pad_batch(wavs: list, device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """List of 1-D numpy/torch waveforms -> (B, N_max) float32 tensor and (B,) lengths."""
-    tensors = [torch.from_numpy(np.array(w, dtype=np.float32)) for w in wavs]  # copies read-only memmaps
+    # numpy input is copied: it may be a read-only memmap, which torch.from_numpy refuses to wrap
+    tensors = [w.float() if isinstance(w, torch.Tensor) else torch.from_numpy(np.array(w, dtype=np.float32))
+               for w in wavs]
     lengths = torch.tensor([len(t) for t in tensors], dtype=torch.long)
     batch = torch.nn.utils.rnn.pad_sequence(tensors, batch_first=True)
     return batch.to(device), lengths.to(device)
