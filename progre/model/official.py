@@ -1,5 +1,5 @@
 """Weight-name conversion between our encoder and other layouts: the official ProgRE release
-(fairseq-style, `shared/spec/official-base-state-dict.tsv`) and torchaudio's HuBERT.
+(fairseq-style, `tests/data/official-base-state-dict.tsv`) and torchaudio's HuBERT.
 
 Name tables are pairs of templates, one per layout. A placeholder {i} is a layer index, {w} a
 parameter or buffer name; {k-1} on one side is {k} minus one (the release numbers its pitch blocks
