@@ -106,7 +106,8 @@ def _tar_samples(path: Path) -> Iterator[dict[str, Any]]:
 
 def iter_utterances(shards: Path, split: str | Iterable[str] | None = None, *, keys: set[str] | None = None,
                     rank: int = 0, world_size: int = 1) -> Iterator[Utterance]:
-    """Decoded utterances of the given splits in index order.
+    """Decoded utterances of the given splits, shard by shard in shard-name order (so, for all
+    splits: test, train, valid), each shard in its stored order.
 
     With world_size > 1 the work is split: by shard when there are at least as many shards as
     workers, otherwise by utterance position, so each utterance goes to exactly one rank.

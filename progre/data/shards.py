@@ -63,8 +63,8 @@ class Encoded:
 
 def _member_bytes(name: str, size: int) -> int:
     """A tar member's footprint: a 512-byte header plus the data padded to 512 bytes
-    (GNU tar adds a header and a padded name block for names of 100 bytes or more)."""
-    long_name = 512 + -(-(len(name.encode()) + 1) // 512) * 512 if len(name.encode()) >= 100 else 0
+    (GNU tar adds a header and a padded name block for names longer than 100 bytes)."""
+    long_name = 512 + -(-(len(name.encode()) + 1) // 512) * 512 if len(name.encode()) > tarfile.LENGTH_NAME else 0
     return long_name + 512 + -(-size // 512) * 512
 
 
