@@ -50,6 +50,12 @@ def all_true(flag: bool, info: DistInfo) -> bool:
     return bool(t.item() > 0)
 
 
+def barrier(info: DistInfo) -> None:
+    """Wait for every rank (a no-op in one process)."""
+    if info.enabled:
+        dist.barrier()
+
+
 def mean_over_ranks(values: dict[str, float], info: DistInfo) -> dict[str, float]:
     if not info.enabled or not values:
         return values

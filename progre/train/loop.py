@@ -32,7 +32,7 @@ from ..log import logger, progress_bar
 from ..model import ModelConfig, ProgREEncoder, ProgREPretrainModel, load_pretrain_model
 from .checkpoints import CheckpointStore
 from .data import IGNORE, PretrainData, audio_seconds, loader
-from .distributed import DistInfo, all_true, mean_over_ranks
+from .distributed import DistInfo, all_true, barrier, mean_over_ranks
 from .schedule import learning_rate
 
 
@@ -124,10 +124,11 @@ class Trainer:
         saved = state["compat"] | state.get("recipe", {})
         wanted = self.spec.compatibility() | self.recipe()
         differing = sorted(k for k in wanted if saved.get(k) != wanted[k])
+        trained = None if differing else load_pretrain_model(latest / "model", device=self.device)
+        barrier(self.dist)  # every rank has read the checkpoint before rank 0 moves or truncates anything
         if differing:
             self._supersede(latest, differing)
             return False
-        trained = load_pretrain_model(latest / "model", device=self.device)
         self.model.load_state_dict(trained.state_dict())
         self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.bad_steps = state["step"], state["bad_steps"]
@@ -222,7 +223,8 @@ class Trainer:
                                 f"lower pretrain.lr or check the data; the last checkpoint is intact")
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        self.audio_seconds += seconds * self.dist.world_size
+        # ranks hold different crops: the audio of this update is the sum over ranks
+        self.audio_seconds += mean_over_ranks({"seconds": seconds}, self.dist)["seconds"] * self.dist.world_size
         return dict(stats) | {"lr": lr, "grad_norm": float(grad_norm), "skipped": 0.0 if finite else 1.0,
                               "audio_seconds": seconds}
 
@@ -270,17 +272,23 @@ class Trainer:
                     window[name].append(value)
                 self.wall_seconds = wall_before + time.perf_counter() - started
                 done = self.step == p.max_steps
-                if self.step % p.log_every == 0 or done:
-                    record = mean_over_ranks({f"train/{n}": float(np.mean(v)) for n, v in window.items()}, self.dist)
+                # every rank takes the same branches, so the collectives inside line up
+                log_now = self.step % p.log_every == 0 or done
+                valid_now = self.step % p.valid_every == 0 or done
+                record: dict[str, float] = {}
+                if log_now:
+                    record |= mean_over_ranks({f"train/{n}": float(np.mean(v)) for n, v in window.items()},
+                                              self.dist)
                     window.clear()
-                    if self.step % p.valid_every == 0 or done:
-                        last_valid = self.validate()
-                        record |= last_valid
+                    progress.update(task, description=f"pretraining loss {record['train/loss_masked']:.3f} "
+                                                      f"acc {record['train/acc_masked']:.3f}")
+                if valid_now:
+                    last_valid = self.validate()
+                    record |= last_valid
+                if record:
                     record |= {"step": self.step, "bad_steps": self.bad_steps, "wall_seconds": self.wall_seconds}
                     if live is not None:
                         self._log(record, live)
-                    progress.update(task, description=f"pretraining loss {record['train/loss_masked']:.3f} "
-                                                      f"acc {record['train/acc_masked']:.3f}")
                 if (self.step % p.checkpoint_every == 0 or done) and self.dist.is_main:
                     self.save()
                 progress.update(task, completed=self.step)
