@@ -272,8 +272,8 @@ class ShardParams(Params):
 class FeaturesParams(Params):
     SECTION: ClassVar[str] = "features"
 
-    sample_fraction: float = param(0.1, "fraction of training utterances whose features are stored for "
-                                        "k-means fitting (HuBERT: 0.1)", min=0.0, max=1.0)
+    sample_fraction: float = param(0.1, "fraction of the sample_split utterances whose features are "
+                                        "stored for k-means fitting (HuBERT: 0.1)", min=0.0, max=1.0)
     sample_split: str = param("train", "split the k-means sample is drawn from", choices=("train", "valid", "test"))
     seed: int = param(1234, "random seed of the utterance sample")
     batch_seconds: float = param(120.0, "audio seconds per batch for MFCC and hidden features", min=1.0)
@@ -301,7 +301,8 @@ class ClusterParams(Params):
     phone_splits: list[str] = param(["valid", "test"], "splits whose frame phone alignments score the labels "
                                                         "(phone purity, cluster purity, PNMI)",
                                     choices=("train", "valid", "test"))
-    device: str = param("auto", "auto uses faiss-gpu when present", choices=("auto", "cpu", "cuda"))
+    device: str = param("auto", "auto uses faiss-gpu when present; the features of unsampled utterances are "
+                                "then computed on CUDA too, else on CPU", choices=("auto", "cpu", "cuda"))
 
 
 @dataclass
@@ -358,7 +359,8 @@ class PretrainParams(Params):
     max_bad_steps: int = param(20, "stop after this many non-finite steps in a row", min=1)
     # data
     batch_seconds: float = param(87.5, "audio seconds per batch per process (HuBERT base: ~87.5)", min=0.1)
-    crop_min_seconds: float = param(2.0, "shortest crop; shorter utterances are used whole", min=0.03)
+    crop_min_seconds: float = param(2.0, "shortest crop; shorter utterances are skipped (and counted)",
+                                    min=0.03)
     crop_max_seconds: float = param(15.6, "longest crop", min=0.03)
     bucket_size: int = param(64, "utterances pooled for length bucketing", min=1)
     num_workers: int = param(1, "data-loader worker processes", min=0)

@@ -129,7 +129,8 @@ class Column:
         result = upstream.tasks.get(self.task)
         if result is None or not result.ok:
             return None
-        return float(result.record.get("test_metrics", {}).get(self.metric, result.record["test"]))
+        value = result.record.get("test_metrics", {}).get(self.metric)
+        return None if value is None else float(value)
 
     def cell(self, upstream: UpstreamResults) -> tuple[str, Optional[float]]:
         """(text, value): "87.5", "skipped" or "–"."""
@@ -171,7 +172,8 @@ def render(title: str, upstreams: list[UpstreamResults], tasks: list[str], colum
     if notes:
         lines += ["", *notes]
     lines += ["", "## Layer weights", ""]
-    single = [u.name for u in upstreams if u.tasks and all(len(r.weights or []) <= 1 for r in u.tasks.values())]
+    single = [u.name for u in upstreams
+              if any(r.ok for r in u.tasks.values()) and all(len(r.weights) <= 1 for r in u.tasks.values() if r.ok)]
     if single:
         lines += [f"{_join(single)} {'has' if len(single) == 1 else 'have'} a single hidden state (its weight "
                   f"is 1), so no panel.", ""]

@@ -31,6 +31,11 @@ def test_purity_of_perfect_and_merged_speakers():
     merged = speaker_purity(["a", "a", "b", "b"], np.array([0, 0, 0, 0]))
     assert merged["pseudo_speaker_purity"] == 0.5 and merged["true_speaker_purity"] == 1.0
     assert merged["normalised_mutual_information"] == pytest.approx(0.0)
+    # splitting each speaker in two keeps every pseudo speaker pure but is not a perfect match:
+    # I = ln 2, H(true) = ln 2, H(pseudo) = ln 4, so NMI = 2 ln 2 / (3 ln 2) = 2/3
+    split = speaker_purity(["a", "a", "b", "b"], np.array([0, 1, 2, 3]))
+    assert split["pseudo_speaker_purity"] == 1.0
+    assert split["normalised_mutual_information"] == pytest.approx(2 / 3)
 
 
 def test_pseudo_speaker_table_covers_the_corpus_and_finds_the_voices(tiny_shards, tmp_path):

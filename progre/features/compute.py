@@ -115,6 +115,7 @@ class LayerComputer:
         self.layer, self.state_index = layer, found[0]
         self.state_name = names[self.state_index]
         self.dim = self.encoder.config.encoder_embed_dim
+        self.chunk_seconds = chunk_seconds
         frames_per_chunk = max(1, int(chunk_seconds * SAMPLE_RATE) // 320)
         self.chunk_hop = frames_per_chunk * 320
 
@@ -141,19 +142,21 @@ class LayerComputer:
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "dim": self.dim, "frame_rate": self.frame_rate, "layer": self.layer,
-                "state": self.state_name, "checkpoint": str(self.checkpoint),
+                "state": self.state_name, "checkpoint": str(self.checkpoint), "chunk_seconds": self.chunk_seconds,
                 "pitch": None if self.pitch_folder is None else str(self.pitch_folder)}
 
 
-def computer_from_meta(meta: dict[str, Any], device: torch.device, chunk_seconds: float = 30.0) -> FeatureComputer:
-    """Rebuild the computer that produced a feature folder (for features of unsampled utterances)."""
+def computer_from_meta(meta: dict[str, Any], device: torch.device) -> FeatureComputer:
+    """Rebuild the computer that produced a feature folder (for features of unsampled utterances),
+    chunking included: chunks are normalised and attended to on their own, so they shape the features."""
     if meta["kind"] == "mfcc":
         return MfccComputer(device)
     if meta["kind"] == "layer":
         checkpoint = Path(meta["checkpoint"])
         if not checkpoint.exists():
             raise UserError(f"the features were computed with checkpoint {checkpoint}, which no longer exists")
-        return LayerComputer(checkpoint, int(meta["layer"]), device, chunk_seconds, meta.get("pitch"))
+        return LayerComputer(checkpoint, int(meta["layer"]), device, float(meta.get("chunk_seconds", 30.0)),
+                             meta.get("pitch"))
     raise UserError(f"cannot cluster features of kind {meta['kind']!r} (use mfcc or layer features)")
 
 
