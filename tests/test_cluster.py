@@ -155,3 +155,10 @@ def test_layer_out_of_range_is_a_user_error(phone_shards, tiny_checkpoints, tmp_
     with pytest.raises(UserError, match="not found"):
         features_stage.run(FeaturesParams(layer=2), "layer", phone_shards, tmp_path / "x",
                            checkpoint=tmp_path / "missing")
+
+
+def test_layer_features_refuse_a_pitch_folder_that_is_not_pitch(phone_shards, tiny_checkpoints, tmp_path):
+    features_stage.run(FeaturesParams(sample_fraction=1.0), "mfcc", phone_shards, tmp_path / "mfcc")
+    with pytest.raises(UserError, match="holds mfcc features, not pitch contours"):
+        features_stage.run(FeaturesParams(layer=2), "layer", phone_shards, tmp_path / "x",
+                           checkpoint=tiny_checkpoints / "progre", pitch=tmp_path / "mfcc")

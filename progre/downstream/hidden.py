@@ -38,7 +38,7 @@ from ..data.reader import Utterance, corpus_fingerprint, iter_utterances, read_i
 from ..errors import UserError
 from ..features.compute import MfccComputer, batches_by_seconds
 from ..features.mfcc import pad_batch
-from ..features.store import FeatureStore, FeatureWriter, write_meta
+from ..features.store import FeatureStore, FeatureWriter, open_pitch_store, pitch_contour, write_meta
 from ..io import atomic_dir, file_sha256
 from ..log import logger, progress_bar
 
@@ -174,12 +174,7 @@ class EncoderExtractor:
             return None
         contours = torch.zeros(len(utts), num_frames(samples))
         for i, utt in enumerate(utts):
-            if utt.key not in self.pitch:
-                raise UserError(f"the pitch folder {self.pitch.folder} has no contour for {utt.key}")
-            contour = np.array(self.pitch[utt.key][:, 0], dtype=np.float32)  # a copy: the store is read-only
-            if len(contour) != num_frames(len(utt.wav)):
-                raise UserError(f"{utt.key}: the pitch folder has {len(contour)} frames for {len(utt.wav)} samples, "
-                                f"expected {num_frames(len(utt.wav))} (pitch of other audio?)")
+            contour = pitch_contour(self.pitch, utt.key, len(utt.wav))
             contours[i, :len(contour)] = torch.from_numpy(contour)
         return contours.to(self.device)
 
@@ -204,19 +199,10 @@ def build_extractor(upstream: Upstream, seed: int, device: torch.device,
             raise
         except Exception as exc:  # anything else a broken folder raises: one line, not a traceback
             raise UserError(f"checkpoint {upstream.checkpoint} does not load: {type(exc).__name__}: {exc}") from None
-    store = _pitch_store(pitch, shards) if pitch is not None and encoder.config.pitch_branch else None
+    store = open_pitch_store(pitch, shards) if pitch is not None and encoder.config.pitch_branch else None
     if encoder.config.pitch_branch and store is None:
         logger.info("no --pitch folder: the pitch contours are computed on the fly (WORLD DIO, slower)")
     return EncoderExtractor(encoder, device, store)
-
-
-def _pitch_store(pitch: Path, shards: Optional[Path]) -> FeatureStore:
-    store = FeatureStore(pitch)
-    if store.kind != "pitch":
-        raise UserError(f"--pitch {pitch} holds {store.kind} features, not pitch contours")
-    if shards is not None and store.meta.get("corpus") not in (None, corpus_fingerprint(shards)):
-        raise UserError(f"the pitch contours in {pitch} were computed on another corpus than {shards}")
-    return store
 
 
 # --------------------------------------------------------------------------- the cache

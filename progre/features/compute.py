@@ -20,6 +20,7 @@ from ..data.reader import Utterance
 from ..errors import UserError
 from . import mfcc as mfcc_lib
 from .pitch import pitch_contour_and_voicing
+from .store import open_pitch_store, pitch_contour
 
 
 class FeatureComputer(Protocol):
@@ -98,14 +99,13 @@ class LayerComputer:
     def __init__(self, checkpoint: Path, layer: int, device: torch.device, chunk_seconds: float = 30.0,
                  pitch: Path | None = None):
         from ..model.checkpoint import load_encoder
-        from .store import FeatureStore
 
         self.checkpoint = Path(checkpoint)
         self.encoder = load_encoder(self.checkpoint, device=device).eval()
         self.device = device
         # a ProgRE model reads pitch contours: from the pitch stage's folder, else computed per chunk
         self.pitch_folder = Path(pitch) if pitch is not None and self.encoder.config.pitch_branch else None
-        self.pitch = FeatureStore(self.pitch_folder) if self.pitch_folder is not None else None
+        self.pitch = open_pitch_store(self.pitch_folder) if self.pitch_folder is not None else None
         names = self.encoder.hidden_state_names()
         candidates = [f"layer{layer}", f"layer{layer}-speaker"]
         found = [names.index(c) for c in candidates if c in names]
@@ -130,7 +130,8 @@ class LayerComputer:
                     pieces.append((i, chunk))
                     if self.pitch is not None:
                         first = start // 320
-                        contours.append(self.pitch[utt.key][first:first + num_frames(len(chunk)), 0])
+                        contour = pitch_contour(self.pitch, utt.key, len(utt.wav))
+                        contours.append(contour[first:first + num_frames(len(chunk))])
         wavs, lengths = mfcc_lib.pad_batch([c for _, c in pieces], self.device)
         pitch = mfcc_lib.pad_batch(contours, self.device)[0] if contours else None
         states, frame_lengths = self.encoder.extract(wavs, pitch=pitch, lengths=lengths)

@@ -22,6 +22,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..audio import num_frames
+from ..data.reader import corpus_fingerprint
 from ..errors import UserError
 from ..io import read_json, write_json
 
@@ -142,3 +144,24 @@ class FeatureStore:
     def stacked(self, dtype: str = "float32") -> np.ndarray:
         """All frames of all utterances as one (frames, dim) array (for k-means fitting)."""
         return np.concatenate([np.asarray(a, dtype=dtype) for a in self._arrays.values()], axis=0)
+
+
+def open_pitch_store(folder: Path, shards: Path | None = None) -> FeatureStore:
+    """A `--pitch` folder, checked: it must hold pitch contours, of the same corpus when `shards` is given."""
+    store = FeatureStore(folder)
+    if store.kind != "pitch":
+        raise UserError(f"--pitch {folder} holds {store.kind} features, not pitch contours")
+    if shards is not None and store.meta.get("corpus") not in (None, corpus_fingerprint(shards)):
+        raise UserError(f"the pitch contours in {folder} were computed on another corpus than {shards}")
+    return store
+
+
+def pitch_contour(store: FeatureStore, key: str, num_samples: int) -> np.ndarray:
+    """The (T,) float32 contour of one utterance, checked against its length in samples."""
+    if key not in store:
+        raise UserError(f"the pitch folder {store.folder} has no contour for {key}")
+    contour = np.array(store[key][:, 0], dtype=np.float32)  # a copy: the store is read-only
+    if len(contour) != num_frames(num_samples):
+        raise UserError(f"{key}: the pitch folder has {len(contour)} frames for {num_samples} samples, "
+                        f"expected {num_frames(num_samples)} (pitch of other audio?)")
+    return contour
