@@ -289,10 +289,23 @@ class Trainer:
                     record |= {"step": self.step, "bad_steps": self.bad_steps, "wall_seconds": self.wall_seconds}
                     if live is not None:
                         self._log(record, live)
-                if (self.step % p.checkpoint_every == 0 or done) and self.dist.is_main:
-                    self.save()
+                if self.step % p.checkpoint_every == 0 or done:
+                    self._checkpoint()
                 progress.update(task, completed=self.step)
         return self._summary(last_valid)
+
+    def _checkpoint(self) -> None:
+        """Rank 0 writes; every rank learns whether it worked, so a failed write (a full disk) stops
+        them all instead of leaving the others waiting in the next collective."""
+        error: UserError | None = None
+        if self.dist.is_main:
+            try:
+                self.save()
+            except UserError as exc:
+                error = exc
+        if not all_true(error is None, self.dist):
+            raise error or UserError("rank 0 could not write a checkpoint (see its error); the previous "
+                                     "checkpoints are intact")
 
     def _log(self, record: dict[str, float], live: _Live) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
