@@ -10,8 +10,8 @@ Output folder:
 - ``<task>/history.json``: per epoch, the mean train loss and the valid metrics.
 - ``summary.json``: every task's test metric (or why it was skipped).
 
-Hidden states come from the shared cache (`progre.downstream.hidden`), so several evaluations of
-one upstream (one per task in a DVC matrix) compute them once.
+Hidden states come from the shared cache (`progre.downstream.hidden`), so every task, and any
+later evaluation of the same upstream on the same corpus, reads them without recomputing.
 """
 
 from __future__ import annotations

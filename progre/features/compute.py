@@ -124,13 +124,13 @@ class LayerComputer:
         pieces: list[tuple[int, np.ndarray]] = []  # (utterance position, chunk waveform)
         contours: list[np.ndarray] = []
         for i, utt in enumerate(utts):
+            contour = pitch_contour(self.pitch, utt.key, len(utt.wav)) if self.pitch is not None else None
             for start in range(0, max(len(utt.wav) - 400, 0) + 1, self.chunk_hop):
                 chunk = utt.wav[start:start + self.chunk_hop + 80]
                 if num_frames(len(chunk)) > 0:
                     pieces.append((i, chunk))
-                    if self.pitch is not None:
+                    if contour is not None:
                         first = start // 320
-                        contour = pitch_contour(self.pitch, utt.key, len(utt.wav))
                         contours.append(contour[first:first + num_frames(len(chunk))])
         wavs, lengths = mfcc_lib.pad_batch([c for _, c in pieces], self.device)
         pitch = mfcc_lib.pad_batch(contours, self.device)[0] if contours else None
