@@ -232,6 +232,9 @@ class SynthParams(Params):
     snr_db_min: float = param(15.0, "lowest SNR of the added noise in dB")
     snr_db_max: float = param(30.0, "highest SNR of the added noise in dB")
     noise_fraction: float = param(0.5, "fraction of utterances that get additive noise", min=0.0, max=1.0)
+    voice_quality: bool = param(True, "resynthesise every utterance with WORLD, applying its style's voice "
+                                "quality (formant shift, spectral tilt, breathiness); false: eSpeak prosody only")
+    workers: int = param(2, "worker processes (the output does not depend on it)", min=1)
     seed: int = param(1234, "random seed: same seed, same corpus")
 
     def resolved(self) -> dict[str, int]:

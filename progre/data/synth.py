@@ -11,15 +11,20 @@
 
 Speakers are eSpeak voice variants (alternating male and female) with an accent, a base
 pitch, a pitch range and a speaking rate, all drawn from the seed. Styles (an emotion stand-in)
-shift the speaker's pitch level, pitch range, rate and volume. A fraction of the utterances gets
+shift the speaker's pitch level, pitch range, rate and volume (eSpeak) and change the voice
+quality: formant shift, spectral tilt and breathiness, applied by WORLD resynthesis of every
+utterance (see voice_quality.py; `synth.voice_quality: false` keeps eSpeak's output as is).
+Without voice quality, pitch level and range were the styles' main cues, and the ProgRE input
+removes both by design (GroupNorm after the first convolution removes level, the pitch branch
+sees log F0 z-normalised per utterance). A fraction of the utterances gets
 white, pink or brown noise at an SNR drawn from a range. Every speaker appears in every split,
 and every utterance has its own sentence, so test and valid sentences are unseen in training.
 The same seed gives byte-identical files.
 
-Synthesis runs in this process, on one core: eSpeak speaks about 500x faster than real time and
-the whole chain (synthesis, resampling, noise, FLAC) runs at about 200x real time, so the demo
-corpus (30 minutes) takes about 10 seconds and worker processes (each importing torch) would
-save little.
+Speed: eSpeak speaks about 500x faster than real time; the WORLD analysis and resynthesis runs
+at about 16x real time per core, so utterances are rendered in `synth.workers` processes (the
+demo corpus, 30 minutes, in about a minute on two cores). Each utterance depends only on its own
+plan, so the output is the same for any number of workers.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -41,8 +47,10 @@ from ..config import SynthParams
 from ..errors import UserError
 from ..io import atomic_dir, write_json
 from ..log import logger, track
+from ..parallel import ordered_map
 from . import espeak
 from .text import sentence_pools
+from .voice_quality import VoiceQuality, apply_voice_quality
 
 SPLITS = ("train", "valid", "test")
 
@@ -65,27 +73,36 @@ NOISE_COLOURS = ("white", "pink", "brown")
 RESAMPLE_BUCKET = espeak.SAMPLE_RATE // 4
 """Inputs are padded to a multiple of 0.25 s before resampling (see `resample_to_16k`)."""
 
+RESYNTHESIS_GAIN = np.float32(0.5)
+"""WORLD's resynthesis keeps the RMS but has higher peaks than eSpeak's output (up to 2x full scale
+for loud styles); every resynthesised utterance is scaled alike, so the loud styles are not
+peak-limited and the volume cue survives."""
+
 PEAK_LIMIT = 0.99
 """Utterances louder than this after adding noise are scaled down (never clipped)."""
 
 
 @dataclass(frozen=True)
 class Style:
-    """How a speaking style changes a speaker's prosody."""
+    """How a speaking style changes a speaker's prosody (eSpeak) and voice quality (WORLD)."""
 
     pitch_shift: int  # added to the speaker's pitch (eSpeak units, 0-100)
     range_scale: float  # multiplies the speaker's pitch range
     rate_scale: float  # multiplies the speaker's rate
     volume: int  # eSpeak volume, 100 = normal
+    voice: VoiceQuality  # formant shift, spectral tilt, breathiness
 
 
+# Directions follow the phonetics of emotional speech (smiling raises formants; anger is pressed,
+# high-effort voice with a flat spectrum; sadness is soft, lax and breathy); sizes are set so that
+# each cue alone moves a voice by less than the spread between speakers.
 STYLES = {
-    "neutral": Style(0, 1.0, 1.0, 100),
-    "happy": Style(12, 1.6, 1.08, 120),
-    "sad": Style(-12, 0.45, 0.8, 70),
-    "angry": Style(5, 1.35, 1.15, 150),
-    "calm": Style(-5, 0.7, 0.9, 85),
-    "fearful": Style(18, 0.8, 1.22, 90),
+    "neutral": Style(0, 1.0, 1.0, 100, VoiceQuality()),
+    "happy": Style(12, 1.6, 1.08, 120, VoiceQuality(formant_scale=1.06, tilt_db_per_octave=1.0)),
+    "sad": Style(-12, 0.45, 0.8, 70, VoiceQuality(formant_scale=0.96, tilt_db_per_octave=-3.0, breathiness=0.25)),
+    "angry": Style(5, 1.35, 1.15, 150, VoiceQuality(formant_scale=1.03, tilt_db_per_octave=4.0)),
+    "calm": Style(-5, 0.7, 0.9, 85, VoiceQuality(formant_scale=0.99, tilt_db_per_octave=-1.5, breathiness=0.1)),
+    "fearful": Style(18, 0.8, 1.22, 90, VoiceQuality(formant_scale=1.04, tilt_db_per_octave=-1.0, breathiness=0.2)),
 }
 
 
@@ -252,11 +269,17 @@ def resample_to_16k(samples: np.ndarray) -> np.ndarray:
     return AF.resample(torch.from_numpy(padded), espeak.SAMPLE_RATE, SAMPLE_RATE).numpy()[:n_out]
 
 
-def render(utt: Utterance) -> tuple[np.ndarray, list[tuple[str, float, float]]]:
-    """The 16 kHz float32 audio of `utt` and its phones (phone, start_s, end_s) within that audio."""
+def render(utt: Utterance, voice_quality: bool = True) -> tuple[np.ndarray, list[tuple[str, float, float]]]:
+    """The 16 kHz float32 audio of `utt` and its phones (phone, start_s, end_s) within that audio.
+
+    eSpeak speaks with the style's prosody; with `voice_quality` the clean speech is then
+    resynthesised with the style's voice quality (before any noise is added).
+    """
     samples, phones = espeak.speak(utt.text, utt.speaker.voice, seed=utt.seed,
                                    **style_prosody(utt.speaker, utt.style))
     wav = resample_to_16k(samples)
+    if voice_quality:
+        wav = apply_voice_quality(wav, STYLES[utt.style].voice, SAMPLE_RATE) * RESYNTHESIS_GAIN
     if utt.noise is not None:
         wav = add_noise(wav, utt.noise, utt.snr_db, np.random.default_rng([utt.seed, 4]))
     peak = float(np.max(np.abs(wav))) if len(wav) else 0.0
@@ -293,9 +316,9 @@ METADATA_SCHEMA = pa.schema([
 ])
 
 
-def write_utterance(utt: Utterance, out: Path) -> dict:
+def write_utterance(utt: Utterance, out: Path, voice_quality: bool = True) -> dict:
     """Render `utt`, write `out/audio/<key>.flac` and return its metadata row."""
-    wav, phones = render(utt)
+    wav, phones = render(utt, voice_quality)
     rel = f"audio/{utt.key}.flac"
     sf.write(out / rel, wav, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
     return {
@@ -350,6 +373,10 @@ def _one_torch_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+def _one_torch_thread_in_worker() -> None:
+    torch.set_num_threads(1)
+
+
 def synthesize_corpus(params: SynthParams, out: Path, overwrite: bool = False) -> dict:
     """Synthesise the corpus described by `params` into `out` (atomically); returns the summary."""
     out = Path(out)
@@ -362,7 +389,9 @@ def synthesize_corpus(params: SynthParams, out: Path, overwrite: bool = False) -
     logger.info("synthesising %d utterances of %d speakers into %s", len(utterances), len(speakers), out)
     with atomic_dir(out, overwrite=overwrite) as tmp, _one_torch_thread():
         (tmp / "audio").mkdir()
-        rows = [write_utterance(utt, tmp) for utt in track(utterances, "synth")]
+        render_one = partial(write_utterance, out=tmp, voice_quality=params.voice_quality)
+        rendered = ordered_map(render_one, utterances, params.workers, chunksize=8, initializer=_one_torch_thread_in_worker)
+        rows = list(track(rendered, "synth", total=len(utterances)))
         pq.write_table(pa.Table.from_pylist(rows, schema=METADATA_SCHEMA), tmp / "metadata.parquet")
         summary = summarise(rows, speakers, params)
         write_json(tmp / "summary.json", summary)
