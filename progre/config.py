@@ -390,12 +390,12 @@ class EvaluateParams(Params):
     tasks: list[str] = param(["sid", "pr", "asr", "er"], "downstream tasks", choices=("sid", "pr", "asr", "er"))
     lr: list[float] | None = param(None, "learning rates of heads and layer weights; each is tried and the "
                                          "one with the best valid score kept (null: each task's default: SID and "
-                                         "ER [1e-2, 1e-3], PR [3e-2, 1e-2], ASR [1e-2])", min=0.0)
+                                         "ER [1e-2, 1e-3], PR [1e-1, 3e-2], ASR [1e-2])", min=0.0)
     batch_size: int = param(16, "utterances per batch", min=1)
     max_epochs: int | None = param(None, "upper bound of training epochs per task (null: each task's default: "
-                                         "SID and ER 100, PR 40, ASR 20)", min=1)
+                                         "SID and ER 100, PR 80, ASR 20)", min=1)
     patience: int | None = param(None, "stop after this many epochs without a better valid score (null: each "
-                                       "task's default: SID and ER 10, PR 6, ASR 5)", min=1)
+                                       "task's default: SID and ER 10, PR 15, ASR 5)", min=1)
     layer_norm: bool = param(False, "layer-normalise each hidden state before the weighted sum")
     standardize: bool = param(True, "standardise each hidden state per dimension with the mean and std of "
                                     "its training frames (a fixed affine map: the layer weights then compare "
