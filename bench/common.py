@@ -29,9 +29,9 @@ def write_result(name: str, data: dict[str, Any]) -> Path:
 def demo_corpus(workdir: Path, preset: str = "demo") -> Path:
     """The built-in corpus (synthesised once into `workdir`)."""
     from progre.config import SynthParams
-    from progre.data.synth import synthesize_corpus
+    from stages import synth as synth_stage
 
     corpus = workdir / f"corpus-{preset}"
     if not (corpus / "metadata.parquet").is_file():
-        synthesize_corpus(SynthParams(preset=preset), corpus)
+        synth_stage.run(SynthParams(preset=preset), corpus)
     return corpus

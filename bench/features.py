@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from progre.config import FeaturesParams
-from progre.data.reader import iter_utterances, read_index
+from progre.data.shards import Shards
 from progre.device import resolve_device
-from progre.features.compute import LayerComputer, batches_by_seconds
+from progre.features.computers import LayerComputer, batches_by_seconds
 from progre.features.mfcc import DIM, mfcc_reference
 from progre.features.store import FeatureWriter
 from progre.log import setup_logging
@@ -48,11 +48,11 @@ def fairseq_loop(shards: Path) -> float:
     """Per utterance: decode, Kaldi MFCC, deltas, delta-deltas, append; like dump_mfcc_feature.py."""
     out = WORK / "bench-mfcc-loop"
     shutil.rmtree(out, ignore_errors=True)
-    keys = set(read_index(shards, "train").column("key").to_pylist())
+    keys = set(Shards(shards).keys("train"))
     start = time.perf_counter()
     writer = FeatureWriter(out, DIM, "float32")
     with torch.no_grad():
-        for utt in iter_utterances(shards, keys=keys):
+        for utt in Shards(shards).stream(keys=keys):
             writer.add(utt.key, mfcc_reference(torch.from_numpy(utt.wav)).numpy())
     writer.close()
     return time.perf_counter() - start
@@ -63,8 +63,8 @@ def layer_throughput(size: str, shards: Path, utterances: int) -> dict:
     checkpoint = WORK / f"random-{size}-hubert"
     if not (checkpoint / "config.json").is_file():
         save_checkpoint(checkpoint, ProgREEncoder(model_config(size, "hubert")))
-    keys = set(sorted(read_index(shards, "train").column("key").to_pylist())[:utterances])
-    utts = list(iter_utterances(shards, keys=keys))
+    keys = set(sorted(Shards(shards).keys("train"))[:utterances])
+    utts = list(Shards(shards).stream(keys=keys))
     computer = LayerComputer(checkpoint, 3 if size == "tiny" else 6, resolve_device("auto"))
     audio = sum(len(u.wav) for u in utts) / 16000
     computer([utts[0]])  # warm-up
@@ -87,7 +87,7 @@ def main() -> None:
     args = parser.parse_args()
     setup_logging(quiet=True)
     shards, _ = prepare()
-    audio = float(np.sum(read_index(shards, "train").column("duration").to_numpy()))
+    audio = float(np.sum(Shards(shards).table("train").column("duration").to_numpy()))
     fairseq_loop(shards)  # warm the page cache and torch's kernels for both
     ours, loop = mfcc_stage(shards), fairseq_loop(shards)
     mfcc = {"audio_seconds": audio, "ours_x_real_time": audio / ours, "fairseq_loop_x_real_time": audio / loop,

@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 import torchaudio
 
-from progre.audio import num_frames
-from progre.model import ProgREEncoder, ProgREPretrainModel, masked_prediction_loss, model_config
+from progre.frames import num_frames
+from progre.model import ProgREEncoder, ProgREPretrainModel, model_config, pretraining_losses
 
 RESULTS = Path(__file__).parent / "results" / "model.json"
 MODELS = ("torchaudio", "ours_hubert", "ours_progre")
@@ -75,10 +75,7 @@ def build(name: str, device: torch.device) -> tuple[torch.nn.Module, Callable[[d
 
     def step(b: dict) -> torch.Tensor:
         out = ours(b["wav"], b["lengths"], b["labels"], b["pitch"], generator=generator)
-        loss = masked_prediction_loss(out) + 10 * out.feature_penalty
-        if out.speaker_logits is not None:
-            loss = loss + F.cross_entropy(out.speaker_logits.float(), b["speakers"])
-        return loss
+        return pretraining_losses(out, b["speakers"])["loss"]
     return ours, step
 
 

@@ -30,9 +30,10 @@ from progre.cluster.labels import read_labels
 from progre.config import ClusterParams, FeaturesParams, PretrainParams, ShardParams
 from progre.log import setup_logging
 from progre.model import model_config
-from progre.train.data import PretrainData, audio_seconds, loader
+from progre.data.shards import Shards
+from progre.train.data import PlanSettings, PretrainData, audio_seconds, loader
 from progre.train.distributed import init_distributed
-from progre.train.loop import RunSpec, Trainer
+from progre.train.loop import RunSpec, Trainer, TrainSettings
 from stages import cluster as cluster_stage
 from stages import features as features_stage
 from stages import shard as shard_stage
@@ -73,11 +74,9 @@ def bench_size(size: str, steps: int, batch_seconds: float, shards: Path, labels
     labels = read_labels(labels_dir)
     p = PretrainParams(model="hubert", size=size, max_steps=10**6, warmup_steps=10, batch_seconds=batch_seconds,
                        crop_min_seconds=1.0, crop_max_seconds=6.0, num_workers=1, lr=5e-4)
-    data = PretrainData(shards, "train", labels, None, None, batch_seconds=p.batch_seconds,
-                        crop_min_seconds=p.crop_min_seconds, crop_max_seconds=p.crop_max_seconds,
-                        bucket_size=p.bucket_size, seed=p.seed)
+    data = PretrainData(Shards(shards), "train", labels, None, None, p.to(PlanSettings))
     spec = RunSpec(model_config(size, "hubert", layerdrop=0.0), labels.n_clusters, 0, labels.label_rate, "bench", [])
-    trainer = Trainer(p, spec, data, None, WORK / f"run-{size}", dist)
+    trainer = Trainer(p.to(TrainSettings), spec, data, None, WORK / f"run-{size}", dist)
     reference = torchaudio_model(size, labels.n_clusters).to(dist.device)
     optimizer = torch.optim.AdamW(reference.parameters(), lr=5e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
 

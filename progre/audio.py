@@ -1,4 +1,4 @@
-"""Audio constants, frame arithmetic, decoding and checks that every stage shares."""
+"""Audio decoding, checks and conversion to 16 kHz mono that every stage shares (frame arithmetic: frames.py)."""
 
 from __future__ import annotations
 
@@ -9,29 +9,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-SAMPLE_RATE = 16_000
-"""Every model and feature in the toolkit works on 16 kHz mono audio."""
-
-FRAME_WINDOW = 400
-"""Receptive field of the CNN feature encoder in samples (25 ms)."""
-
-FRAME_HOP = 320
-"""Stride of the CNN feature encoder in samples (20 ms, 50 Hz frames)."""
-
-
-def num_frames(num_samples: int) -> int:
-    """Number of 50 Hz CNN frames for `num_samples` samples: floor((N - 400) / 320) + 1 (0 if too short)."""
-    if num_samples < FRAME_WINDOW:
-        return 0
-    return (num_samples - FRAME_WINDOW) // FRAME_HOP + 1
-
-
-def num_mfcc_frames(num_samples: int) -> int:
-    """Number of 100 Hz Kaldi frames (25 ms window, 10 ms shift, snip edges)."""
-    if num_samples < FRAME_WINDOW:
-        return 0
-    return (num_samples - FRAME_WINDOW) // 160 + 1
-
+from .frames import SAMPLE_RATE, WINDOW
 
 # --------------------------------------------------------------------------- decoding
 
@@ -60,7 +38,7 @@ def resample(wav: np.ndarray, rate_in: int, rate_out: int = SAMPLE_RATE) -> np.n
 
 
 def to_model_input(data: np.ndarray, rate: int, *, silence_peak: float = 1e-4,
-                   min_samples: int = FRAME_WINDOW, max_samples: int | None = None) -> tuple[np.ndarray, AudioInfo]:
+                   min_samples: int = WINDOW, max_samples: int | None = None) -> tuple[np.ndarray, AudioInfo]:
     """Check and convert decoded audio (frames x channels) to 16 kHz mono float32.
 
     Raises BadAudio with the reason for empty, non-finite, silent, too short or too long audio.

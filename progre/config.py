@@ -24,6 +24,7 @@ import yaml
 from .errors import UserError
 
 P = TypeVar("P", bound="Params")
+S = TypeVar("S")
 
 
 def param(default: Any, help: str, *, choices: tuple | None = None,
@@ -45,6 +46,13 @@ class Params:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    def to(self, settings: type[S], **extra: Any) -> S:
+        """The library's own settings dataclass, filled from this section's parameters of the same names
+        (plus `extra`); its fields that this section lacks keep their defaults."""
+        names = {f.name for f in dataclasses.fields(settings)}  # type: ignore[arg-type]
+        values = {k: v for k, v in self.to_dict().items() if k in names}
+        return settings(**(values | extra))
 
     @classmethod
     def describe(cls) -> str:

@@ -7,8 +7,7 @@ from pathlib import Path
 from rich.table import Table
 
 from progre.config import ShardParams
-from progre.data.corpus import read_corpus
-from progre.data.shards import write_shards
+from progre.data.sharding import ShardSettings, shard_corpus
 from progre.errors import UserError
 from progre.io import atomic_dir, write_json
 from progre.log import console, is_quiet, logger
@@ -17,14 +16,8 @@ from progre.log import console, is_quiet, logger
 def run(p: ShardParams, corpus: Path, out: Path, metadata: Path | None = None, overwrite: bool = False) -> dict:
     if out.exists() and not overwrite:
         raise UserError(f"output {out} already exists (pass --overwrite to replace it)")
-    items, rejects = read_corpus(corpus, p.input_format, metadata, p.default_split)
-    if not items:
-        raise UserError(f"{corpus}: no usable audio found ({len(rejects)} rejected)")
-    logger.info("sharding %d utterances from %s (%d rejected while reading the corpus)",
-                len(items), corpus, len(rejects))
     with atomic_dir(out, overwrite=True) as tmp:
-        summary = write_shards(items, rejects, tmp, p)
-        summary["flac_subtype"] = p.flac_subtype
+        summary = shard_corpus(corpus, tmp, p.to(ShardSettings), metadata)
         write_json(tmp / "summary.json", summary)
     _print_summary(summary, out)
     return summary

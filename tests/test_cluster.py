@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from progre.audio import num_mfcc_frames
+from progre.frames import MFCC_RATE, num_frames
 from progre.cluster.labels import read_labels
 from progre.cluster.metrics import cluster_usage, frame_phones, purity_and_pnmi
 from progre.config import ClusterParams, FeaturesParams, ShardParams
-from progre.data.reader import read_index
+from progre.data.shards import Shards
 from progre.errors import UserError
 from stages import cluster as cluster_stage
 from stages import features as features_stage
@@ -54,10 +54,10 @@ def test_frame_phones_uses_frame_centres():
 def test_labels_cover_every_frame_of_every_utterance(phone_shards, mfcc_features, tmp_path):
     metrics = cluster_stage.run(ClusterParams(n_clusters=8, niter=20), mfcc_features, phone_shards, tmp_path / "k")
     labels = read_labels(tmp_path / "k")
-    index = read_index(phone_shards).to_pylist()
+    index = Shards(phone_shards).rows()
     assert set(labels.labels) == {row["key"] for row in index}
     for row in index:
-        assert len(labels.labels[row["key"]]) == num_mfcc_frames(row["num_samples"])
+        assert len(labels.labels[row["key"]]) == num_frames(row["num_samples"], MFCC_RATE)
         assert labels.splits[row["key"]] == row["split"]
     assert labels.label_rate == 100 and labels.n_clusters == 8 and labels.meta["kind"] == "mfcc"
     assert 0 < metrics["pnmi"] <= 1 and metrics["clusters_used"] <= 8
@@ -107,7 +107,6 @@ def tiny_checkpoints(tmp_path_factory):
 
 
 def test_iteration_two_labels_from_layer_features_are_50_hz(phone_shards, phone_labels, tiny_checkpoints, tmp_path):
-    from progre.audio import num_frames
     from progre.features.store import FeatureStore
 
     _, pitch = phone_labels
@@ -117,8 +116,7 @@ def test_iteration_two_labels_from_layer_features_are_50_hz(phone_shards, phone_
     store = FeatureStore(out)
     assert store.meta["kind"] == "layer" and store.meta["layer"] == 3 and store.dim == 256
     assert store.meta["frame_rate"] == 50 and store.meta["pitch"] == str(pitch)
-    lengths = dict(zip(read_index(phone_shards).column("key").to_pylist(),
-                       read_index(phone_shards).column("num_samples").to_pylist()))
+    lengths = Shards(phone_shards).column("num_samples")
     for key in store.keys():
         assert store[key].dtype == np.float16 and len(store[key]) == num_frames(lengths[key])
 
@@ -132,19 +130,18 @@ def test_iteration_two_labels_from_layer_features_are_50_hz(phone_shards, phone_
 def test_long_audio_in_chunks_keeps_the_frame_grid(phone_shards, tiny_checkpoints):
     import torch
 
-    from progre.audio import num_frames
-    from progre.features.compute import LayerComputer
-    from progre.data.reader import iter_utterances
+    from progre.features.computers import LayerComputer
 
-    utt = max(iter_utterances(phone_shards, "train"), key=lambda u: len(u.wav))
+    utt = max(Shards(phone_shards).stream("train"), key=lambda u: len(u.wav))
     computer = LayerComputer(tiny_checkpoints / "hubert", 2, torch.device("cpu"), chunk_seconds=0.3)
     (chunked,) = computer([utt])
     assert len(chunked) == num_frames(len(utt.wav))
-    hop = computer.chunk_hop  # 0.3 s -> 15 frames of 320 samples
+    hop = 15 * 320  # 0.3 s -> 15 frames of 320 samples
+    encoder = computer.extractor.encoder
     for c, start in enumerate(range(0, len(utt.wav) - 400 + 1, hop)):
         chunk = utt.wav[start:start + hop + 80]  # each chunk is encoded on its own, frames line up
-        states, _ = computer.encoder.extract(torch.from_numpy(chunk)[None])
-        alone = states[computer.state_index][0].detach().numpy()
+        states, _ = encoder.extract(torch.from_numpy(chunk)[None])
+        alone = states[encoder.hidden_state_names().index("layer2")][0].detach().numpy()
         np.testing.assert_allclose(chunked[c * 15:c * 15 + len(alone)], alone, atol=1e-5)
 
 

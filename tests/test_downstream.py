@@ -11,8 +11,9 @@ import torch
 from torch import nn
 
 from progre.data import espeak
+from progre.errors import UserError
 from progre.downstream.featurizer import Featurizer
-from progre.downstream.hidden import parse_upstream
+from progre.downstream.upstreams import parse_upstream
 from progre.downstream.metrics import (accuracy, char_error_rate, edit_distance, error_rate, phone_error_rate,
                                        word_error_rate)
 from progre.downstream.ctc import ctc_greedy_decode, ctc_loss, ctc_min_frames
@@ -249,13 +250,21 @@ def test_asr_targets_and_transcript_normalisation():
 # --------------------------------------------------------------------------- upstream names, eSpeak
 
 
-def test_upstream_names():
+def test_upstream_names(tmp_path, monkeypatch):
+    from progre.model import ProgREEncoder, model_config, save_checkpoint
+
+    encoder = ProgREEncoder(model_config("tiny", "hubert"))
+    for folder in ("runs/progre_iter2/model", "exports/hubert"):
+        save_checkpoint(tmp_path / folder, encoder)
+    monkeypatch.chdir(tmp_path)
     assert parse_upstream("mfcc").kind == "mfcc" and parse_upstream("mfcc").name == "mfcc"
     run = parse_upstream("runs/progre_iter2/model")
     assert (run.kind, run.name, run.checkpoint) == ("checkpoint", "progre_iter2", Path("runs/progre_iter2/model"))
     random = parse_upstream("random:runs/progre_iter2/model")
-    assert (random.kind, random.name) == ("random", "random-progre_iter2")
+    assert (random.kind, random.name, random.spec) == ("random", "random-progre_iter2", "random:runs/progre_iter2/model")
     assert parse_upstream("exports/hubert", name="HuBERT").name == "HuBERT"
+    with pytest.raises(UserError, match="not found"):
+        parse_upstream("runs/missing/model")
 
 
 def test_phonemize_matches_the_phones_of_synthesis():
@@ -270,7 +279,7 @@ def test_phonemize_matches_the_phones_of_synthesis():
 def test_training_data_utterance_means_are_means(tmp_path: Path):
     """utterance_means pools the normalised frames of each utterance."""
     from progre.downstream.data import utterance_means
-    from progre.downstream.hidden import HiddenStates
+    from progre.downstream.upstreams import HiddenStates
     from progre.features.store import FeatureWriter, write_meta
 
     frames = {"u1": np.arange(12, dtype=np.float32).reshape(2, 6), "u2": np.ones((3, 6), np.float32)}

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from progre.config import EvaluateParams, ReportParams, ShardParams, SynthParams
-from progre.data.synth import synthesize_corpus
+from stages import synth as synth_stage
 from progre.errors import UserError
 from progre.model import ProgREEncoder, model_config, save_checkpoint
 from stages import evaluate, report
@@ -26,7 +26,7 @@ def tiny(tmp_path_factory) -> dict[str, Path]:
     """The tiny eSpeak corpus (4 speakers x 4 utterances, 4 styles, phones, text), sharded, and a
     tiny ProgRE checkpoint with random weights."""
     base = tmp_path_factory.mktemp("evaluate")
-    synthesize_corpus(SynthParams(preset="tiny"), base / "corpus")
+    synth_stage.run(SynthParams(preset="tiny"), base / "corpus")
     shard_stage.run(ShardParams(workers=1), base / "corpus", base / "shards")
     torch.manual_seed(0)
     save_checkpoint(base / "progre", ProgREEncoder(model_config("tiny", "progre")))
@@ -75,7 +75,7 @@ def test_evaluate_writes_every_output_of_every_task(progre_eval):
 
 
 def test_hidden_states_are_cached_and_reruns_are_deterministic(tiny, progre_eval, monkeypatch):
-    import progre.downstream.hidden as hidden
+    import progre.downstream.upstreams as upstreams
 
     entries = sorted(p.name for p in tiny["cache"].iterdir() if not p.name.startswith("."))
     assert len([e for e in entries if e.startswith("checkpoint-")]) == 1
@@ -83,7 +83,7 @@ def test_hidden_states_are_cached_and_reruns_are_deterministic(tiny, progre_eval
     def no_extraction(*args, **kwargs):
         raise AssertionError("hidden states were recomputed instead of read from the cache")
 
-    monkeypatch.setattr(hidden, "build_extractor", no_extraction)
+    monkeypatch.setattr(upstreams, "build_extractor", no_extraction)
     out = tiny["base"] / "eval-progre-again"
     evaluate.run(EvaluateParams(**FAST, tasks=["sid", "pr"]), upstream=str(tiny["checkpoint"]), out=out,
                  shards=tiny["shards"], cache=tiny["cache"])

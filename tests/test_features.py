@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
-from progre.audio import num_frames
+from progre.frames import num_frames
 from progre.config import FeaturesParams
 from progre.errors import UserError
 from progre.features.mfcc import mfcc_batch, mfcc_reference, pad_batch
-from progre.features.pitch import dio_f0, pitch_contour, pitch_contour_and_voicing
+from progre.features.pitch import dio_f0, compute_pitch, compute_pitch_and_voicing
 from progre.features.store import FeatureStore
 from stages import features as features_stage
 
@@ -49,7 +51,7 @@ def test_pitch_tracks_a_known_frequency_and_is_normalised_on_voiced_frames():
     assert np.all(np.abs(np.log(f0[inner]) - np.log(truth[inner])) < 0.02 * np.log(truth[inner]))
     assert np.median(np.abs(f0[inner] / truth[inner] - 1)) < 0.02
 
-    contour, voicing = pitch_contour_and_voicing(wav)
+    contour, voicing = compute_pitch_and_voicing(wav)
     assert len(contour) == num_frames(len(wav)) == len(voicing)
     on = contour[voicing]
     assert abs(on.mean()) < 1e-4 and abs(on.std() - 1.0) < 1e-3
@@ -59,9 +61,9 @@ def test_pitch_tracks_a_known_frequency_and_is_normalised_on_voiced_frames():
 
 def test_all_unvoiced_pitch_is_zero():
     silence = np.zeros(16000, dtype=np.float32)
-    assert np.all(pitch_contour(silence) == 0) and len(pitch_contour(silence)) == num_frames(16000)
+    assert np.all(compute_pitch(silence) == 0) and len(compute_pitch(silence)) == num_frames(16000)
     with pytest.raises(ValueError, match="16000 Hz"):
-        pitch_contour(silence, 8000)
+        compute_pitch(silence, 8000)
 
 
 def test_mfcc_features_store_only_the_sample_deterministically(phone_shards, tmp_path):
@@ -87,7 +89,9 @@ def test_pitch_for_every_utterance_and_ranks_merge(phone_shards, tmp_path):
     assert sorted(one.keys()) == sorted(two.keys()) and len(one) == 16
     for key in one.keys():
         np.testing.assert_array_equal(one[key], two[key])
-    assert 0 < one.column("voiced_fraction")["utt00"] <= 1
+    summary = json.loads((single / "summary-000.json").read_text())
+    assert summary["utterances"] == 16 and summary["unvoiced_utterances"] == 0  # tones and noise: tones are voiced
+    assert sum(json.loads((split / f"summary-{r:03d}.json").read_text())["utterances"] for r in (0, 1)) == 16
 
 
 def test_incomplete_rank_output_is_refused(phone_shards, tmp_path):

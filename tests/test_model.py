@@ -8,14 +8,13 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 import torchaudio
 
-from progre.audio import num_frames
+from progre.frames import num_frames
 from progre.errors import UserError
-from progre.features.pitch import pitch_contour
+from progre.features.pitch import compute_pitch
 from progre.model import (IGNORE_LABEL, ModelConfig, ProgREEncoder, ProgREPretrainModel, compute_span_mask,
-                          load_encoder, load_pretrain_model, masked_prediction_loss, model_config,
+                          load_encoder, load_pretrain_model, model_config, pretraining_losses,
                           sample_span_starts, save_checkpoint, torchaudio_hubert_to_ours)
 from progre.model.norms import MaskedBatchNorm1d, MaskedGroupNorm
 
@@ -228,9 +227,9 @@ def _grad_norms(module: torch.nn.Module) -> dict[str, float]:
 def test_gradients_reach_both_branches():
     model, batch = _tiny_pretrain()
     out = model(**batch, generator=torch.Generator().manual_seed(0))
-    loss = masked_prediction_loss(out) + 10 * out.feature_penalty + F.cross_entropy(out.speaker_logits,
-                                                                                    torch.tensor([0, 2]))
-    loss.backward()
+    losses = pretraining_losses(out, torch.tensor([0, 2]))
+    assert float(losses["loss_speaker"].detach()) > 0
+    losses["loss"].backward()
     for branch in (model.encoder.pitch_branch, model.encoder.speaker_branch):
         grads = _grad_norms(branch)
         assert all(g > 0 for g in grads.values()), grads
@@ -240,7 +239,7 @@ def test_gradients_reach_both_branches():
 def test_speaker_subtraction_is_detached_unless_asked(grad_through):
     model, batch = _tiny_pretrain(speaker_grad_through=grad_through)
     out = model(**batch, generator=torch.Generator().manual_seed(0))
-    masked_prediction_loss(out).backward()
+    pretraining_losses(out, feature_penalty_weight=0.0, speaker_weight=0.0)["loss"].backward()
     speaker_grads = _grad_norms(model.encoder.speaker_branch)
     if grad_through:
         assert all(g > 0 for g in speaker_grads.values())
@@ -254,7 +253,7 @@ def test_conv_gradient_is_scaled():
     for scale in (1.0, 0.1):
         model, batch = _tiny_pretrain(conv_grad_scale=scale)
         out = model(**batch, generator=torch.Generator().manual_seed(0))
-        masked_prediction_loss(out).backward()
+        pretraining_losses(out, feature_penalty_weight=0.0, speaker_weight=0.0)["loss"].backward()
         grads[scale] = model.encoder.feature_extractor.conv_layers[0].conv.weight.grad
     torch.testing.assert_close(grads[0.1], 0.1 * grads[1.0], rtol=1e-4, atol=1e-8)
 
@@ -367,7 +366,7 @@ def test_extract_computes_pitch_and_ignores_layerdrop():
     torch.manual_seed(0)
     encoder = ProgREEncoder(model_config("tiny", "progre")).eval()
     wav = torch.from_numpy(tone(0.6, 180.0) + tone(0.6, 95.0, amp=0.05))[None]
-    contour = torch.from_numpy(pitch_contour(wav[0].numpy()))[None]
+    contour = torch.from_numpy(compute_pitch(wav[0].numpy()))[None]
     assert (contour != 0).any()
     with torch.no_grad():
         given, _ = encoder.extract(wav, contour)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from progre.audio import num_frames
+from progre.frames import num_frames
 from progre.errors import UserError
 from progre.model import ProgREEncoder, load_encoder, model_config, official_to_ours, ours_to_official, save_checkpoint
 from progre.model.checkpoint import load_state_dict_checked

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from progre.cluster.labels import read_labels
 from progre.config import PretrainParams
+from progre.data.shards import Shards
 from progre.errors import UserError
 from progre.features.store import FeatureStore
 from progre.train import data as data_lib
@@ -44,11 +45,13 @@ def test_masked_prediction_learns_on_the_tiny_corpus(phone_shards, phone_labels,
     labels, pitch = phone_labels
     summary = pretrain_stage.run(tiny(max_steps=40, log_every=5, valid_every=40, checkpoint_every=40),
                                  tmp_path / "run", phone_shards, labels, pitch)
-    from progre.train.loop import read_log
+    from progre.train.metrics import MetricsLog
 
-    log = read_log(tmp_path / "run" / "train_state" / "log.jsonl")
-    first, last = log[0], log[-1]
-    assert last["train/loss_masked"] < 0.85 * first["train/loss_masked"]
+    live = tmp_path / "run" / "train_state" / "dvclive"
+    losses = MetricsLog.history(live, "train/loss_masked")
+    assert [step for step, _ in losses] == list(range(5, 41, 5))
+    last = MetricsLog.latest(live)
+    assert last["train/loss_masked"] == losses[-1][1] < 0.85 * losses[0][1]
     counts = np.bincount(np.concatenate(list(read_labels(labels).labels.values())), minlength=8)
     majority = counts.max() / counts.sum()  # the best a model ignoring the audio could do
     assert last["train/acc_masked"] > majority + 0.05
@@ -118,9 +121,10 @@ def test_non_finite_steps_are_skipped_counted_and_stop_when_persistent(phone_sha
 def test_plans_are_deterministic_frame_aligned_and_within_budget(phone_shards, phone_labels):
     labels, pitch = phone_labels
     label_set = read_labels(labels)
-    make = lambda seed: data_lib.PretrainData(phone_shards, "train", label_set, FeatureStore(pitch), None,  # noqa: E731
-                                              batch_seconds=1.5, crop_min_seconds=0.3, crop_max_seconds=1.0,
-                                              bucket_size=4, seed=seed)
+    plan_of = lambda seed: data_lib.PlanSettings(batch_seconds=1.5, crop_min_seconds=0.3,  # noqa: E731
+                                                 crop_max_seconds=1.0, bucket_size=4, seed=seed)
+    make = lambda seed: data_lib.PretrainData(Shards(phone_shards), "train", label_set,  # noqa: E731
+                                              FeatureStore(pitch), None, plan_of(seed))
     data = make(0)
     plan = data.epoch_plan(0)
     assert sorted(i for b in plan for i in b.items) == list(range(len(data.items)))  # each utterance once
@@ -145,8 +149,9 @@ def test_plans_are_deterministic_frame_aligned_and_within_budget(phone_shards, p
 
 def test_ranks_split_the_micro_batch_sequence(phone_shards, phone_labels):
     labels, _ = phone_labels
-    data = data_lib.PretrainData(phone_shards, "train", read_labels(labels), None, None, batch_seconds=1.0,
-                                 crop_min_seconds=0.3, crop_max_seconds=1.0, bucket_size=4, seed=1)
+    data = data_lib.PretrainData(Shards(phone_shards), "train", read_labels(labels), None, None,
+                                 data_lib.PlanSettings(batch_seconds=1.0, crop_min_seconds=0.3, crop_max_seconds=1.0,
+                                                       bucket_size=4, seed=1))
     single = [data.batch_at(k) for k in range(12)]
     per_rank = [data_lib.MicroBatches(data, 0, rank, 2) for rank in range(2)]
     streams = [iter(ds) for ds in per_rank]

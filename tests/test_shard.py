@@ -14,7 +14,7 @@ import pytest
 from progre.audio import resample
 from progre.config import ShardParams
 from progre.data.corpus import read_corpus, sanitize_key
-from progre.data.reader import corpus_fingerprint, iter_utterances, read_index, shard_dataset
+from progre.data.shards import Shards
 from progre.errors import UserError
 from stages import shard as shard_stage
 
@@ -30,7 +30,7 @@ def rejects_of(out: Path) -> dict[str, str]:
 def test_bad_inputs_are_handled_or_rejected_with_reasons(messy_corpus, tmp_path):
     out = tmp_path / "shards"
     summary = shard_stage.run(ShardParams(workers=1), messy_corpus, out)
-    keys = read_index(out).column("key").to_pylist()
+    keys = Shards(out).keys()
     assert sorted(keys) == ["good_a1", "good_a2", "narrow8k", "stereo48k"]
     reasons = rejects_of(out)
     assert reasons["silent.wav"].startswith("silent")
@@ -47,7 +47,7 @@ def test_bad_inputs_are_handled_or_rejected_with_reasons(messy_corpus, tmp_path)
 def test_round_trip_equals_source_within_16_bit_quantisation(messy_corpus, tmp_path):
     out = tmp_path / "shards"
     shard_stage.run(ShardParams(workers=1), messy_corpus, out)
-    got = {u.key: u for u in iter_utterances(out)}
+    got = {u.key: u for u in Shards(out).stream()}
 
     import soundfile as sf
 
@@ -69,7 +69,7 @@ def test_24_bit_storage_keeps_float_detail(tmp_path):
     write_audio(tmp_path / "c" / "q.wav", quiet, subtype="FLOAT")
     out = tmp_path / "s"
     shard_stage.run(ShardParams(workers=1, flac_subtype="PCM_24", silence_peak=1e-6), tmp_path / "c", out)
-    (utt,) = list(iter_utterances(out))
+    (utt,) = list(Shards(out).stream())
     np.testing.assert_allclose(utt.wav, quiet, atol=1.0 / 2**23)
 
 
@@ -90,7 +90,7 @@ def test_shard_size_bound(tmp_path):
     out = tmp_path / "s"
     shard_stage.run(ShardParams(workers=1, max_shard_mb=0.06), tmp_path / "c", out)  # ~2 x 1 s FLAC noise
     counts = {}
-    for shard in read_index(out).column("shard").to_pylist():
+    for shard in Shards(out).index.column("shard").to_pylist():
         counts[shard] = counts.get(shard, 0) + 1
     assert len(counts) >= 2 and max(counts.values()) <= 2
     assert all((out / name).stat().st_size <= 0.06e6 for name in counts)
@@ -109,7 +109,7 @@ def test_metadata_table_labels_splits_missing_files_duplicates_and_phone_mismatc
         "s4.wav\tutt_4\tB\tbad phones\ttest\ta b\t0 0.1 0.2\t0.1 0.2 0.3\n")
     out = tmp_path / "s"
     shard_stage.run(ShardParams(workers=1), root, out, metadata=root / "meta.tsv")
-    index = {r["key"]: r for r in read_index(out).to_pylist()}
+    index = {r["key"]: r for r in Shards(out).rows()}
     assert set(index) == {"utt_1", "utt_2"}
     assert index["utt_1"]["phones"] == ["h", "e", "l", "o"] and index["utt_1"]["phone_end"][-1] == 0.4
     assert index["utt_2"]["split"] == "valid" and index["utt_2"]["speaker"] == "B"
@@ -175,10 +175,10 @@ def test_cli_error_is_one_line_and_nonzero(tmp_path):
 
 
 def test_interrupted_run_leaves_nothing_that_looks_complete(messy_corpus, tmp_path, monkeypatch):
-    from progre.data import shards
+    from progre.data import sharding
 
     calls = {"n": 0}
-    real = shards.encode_item
+    real = sharding.encode_item
 
     def failing(item, params):
         calls["n"] += 1
@@ -186,7 +186,7 @@ def test_interrupted_run_leaves_nothing_that_looks_complete(messy_corpus, tmp_pa
             raise KeyboardInterrupt
         return real(item, params)
 
-    monkeypatch.setattr(shards, "encode_item", failing)
+    monkeypatch.setattr(sharding, "encode_item", failing)
     out = tmp_path / "shards"
     with pytest.raises(KeyboardInterrupt):
         shard_stage.run(ShardParams(workers=1, max_shard_items=1), messy_corpus, out)
@@ -200,30 +200,50 @@ def test_rank_splitting_covers_every_utterance_once(tmp_path):
     for items_per_shard in (1, 100):  # by shard, and by position when shards < ranks
         out = tmp_path / f"s{items_per_shard}"
         shard_stage.run(ShardParams(workers=1, max_shard_items=items_per_shard), tmp_path / "c", out)
-        parts = [[u.key for u in iter_utterances(out, "train", rank=r, world_size=3)] for r in range(3)]
+        parts = [[u.key for u in Shards(out).stream("train", rank=r, world_size=3)] for r in range(3)]
         flat = [k for part in parts for k in part]
-        assert sorted(flat) == sorted(read_index(out).column("key").to_pylist())
+        assert sorted(flat) == sorted(Shards(out).keys())
         assert len(flat) == len(set(flat)) and all(parts)
 
 
-def test_webdataset_pipeline_yields_decoded_utterances(messy_corpus, tmp_path):
-    out = tmp_path / "s"
-    shard_stage.run(ShardParams(workers=1), messy_corpus, out)
-    via_wds = {u.key: u.wav for u in shard_dataset(out, "train")}
-    direct = {u.key: u.wav for u in iter_utterances(out, "train")}
-    assert via_wds.keys() == direct.keys()
-    for key in direct:
-        np.testing.assert_array_equal(via_wds[key], direct[key])
-    assert len(corpus_fingerprint(out)) == 16
-    assert isinstance(read_index(out, "train"), pa.Table)
+def test_stream_reads_shards_in_name_order_and_members_in_stored_order(messy_corpus, tmp_path):
+    import io
+    import json
+    import tarfile
 
-
-def test_index_offsets_give_random_access_to_the_audio(messy_corpus, tmp_path):
-    from progre.data.reader import read_audio_at
+    import soundfile as sf
 
     out = tmp_path / "s"
     shard_stage.run(ShardParams(workers=1, max_shard_items=2), messy_corpus, out)
-    streamed = {u.key: u.wav for u in iter_utterances(out)}
-    for row in read_index(out).to_pylist():
-        np.testing.assert_array_equal(read_audio_at(out, row["shard"], row["flac_offset"], row["flac_bytes"]),
+    shards = Shards(out)
+    expected = []  # read back with plain tarfile, as any WebDataset reader would
+    for tar in sorted(out.glob("*.tar")):
+        with tarfile.open(tar) as f:
+            members = {m.name: f.extractfile(m).read() for m in f}
+        for name in sorted(members):
+            key, ext = name.split(".", 1)
+            if ext == "flac":
+                expected.append((key, sf.read(io.BytesIO(members[name]), dtype="float32")[0],
+                                 json.loads(members[f"{key}.json"])))
+    streamed = list(shards.stream())
+    assert [u.key for u in streamed] == [k for k, _, _ in expected]
+    for utt, (_, wav, meta) in zip(streamed, expected):
+        np.testing.assert_array_equal(utt.wav, wav)
+        assert utt.meta == meta
+    assert [u.key for u in shards.stream("train", keys={"good_a2", "narrow8k"})] == ["good_a2", "narrow8k"]
+    assert len(shards.fingerprint) == 16 and len(shards) == 4
+    assert isinstance(shards.table("train"), pa.Table) and shards.keys("test") == []
+    with pytest.raises(UserError, match="unknown split"):
+        shards.keys("dev")
+    with pytest.raises(UserError, match="not a shard folder"):
+        Shards(tmp_path)
+
+
+def test_index_offsets_give_random_access_to_the_audio(messy_corpus, tmp_path):
+    out = tmp_path / "s"
+    shard_stage.run(ShardParams(workers=1, max_shard_items=2), messy_corpus, out)
+    shards = Shards(out)
+    streamed = {u.key: u.wav for u in shards.stream()}
+    for row in shards.rows():
+        np.testing.assert_array_equal(shards.read_audio(row["shard"], row["flac_offset"], row["flac_bytes"]),
                                       streamed[row["key"]])

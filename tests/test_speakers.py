@@ -9,17 +9,18 @@ import pytest
 
 from progre.cluster.speakers import speaker_purity
 from progre.config import ShardParams, SpeakersParams, SynthParams
-from progre.data.reader import read_index
-from progre.data.synth import synthesize_corpus
+from progre.data.shards import Shards
+from stages import synth as synth_stage
 from progre.errors import UserError
 from stages import shard as shard_stage
+from progre.cluster.speakers import read_speakers
 from stages import speakers as speakers_stage
 
 
 @pytest.fixture(scope="module")
 def tiny_shards(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("speakers")
-    synthesize_corpus(SynthParams(preset="tiny"), base / "corpus")
+    synth_stage.run(SynthParams(preset="tiny"), base / "corpus")
     shard_stage.run(ShardParams(workers=1), base / "corpus", base / "shards")
     return base / "shards"
 
@@ -40,14 +41,14 @@ def test_purity_of_perfect_and_merged_speakers():
 
 def test_pseudo_speaker_table_covers_the_corpus_and_finds_the_voices(tiny_shards, tmp_path):
     metrics = speakers_stage.run(SpeakersParams(n_speakers=4, seed=1), tiny_shards, tmp_path / "a")
-    table = speakers_stage.read_speakers(tmp_path / "a")
-    assert set(table) == set(read_index(tiny_shards).column("key").to_pylist())
+    table = read_speakers(tmp_path / "a")
+    assert set(table) == set(Shards(tiny_shards).keys())
     assert len(set(table.values())) == metrics["speakers_used"] <= 4
     # 16 utterances of 4 speakers: a random split into 4 groups scores 0.49 on average and
     # 0.625 at its 95th percentile; MFCC statistics score 0.75 here
     assert metrics["pseudo_speaker_purity"] > 0.7
     speakers_stage.run(SpeakersParams(n_speakers=4, seed=1), tiny_shards, tmp_path / "b")
-    assert speakers_stage.read_speakers(tmp_path / "b") == table
+    assert read_speakers(tmp_path / "b") == table
 
 
 def test_bad_requests(tiny_shards, tmp_path):
@@ -56,4 +57,4 @@ def test_bad_requests(tiny_shards, tmp_path):
     with pytest.raises(UserError, match="needs --checkpoint"):
         speakers_stage.run(SpeakersParams(embedding="layer_mean"), tiny_shards, tmp_path / "x")
     with pytest.raises(UserError, match="holds no speakers.parquet"):
-        speakers_stage.read_speakers(tmp_path)
+        read_speakers(tmp_path)

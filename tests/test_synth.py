@@ -13,7 +13,7 @@ import soundfile as sf
 
 from progre.config import SynthParams
 from progre.data import espeak
-from progre.data.synth import Utterance, make_speakers, render, synthesize_corpus
+from progre.data.synth import UtterancePlan, make_speakers, render
 from progre.data.text import MAX_WORDS, MIN_WORDS, sentence_pools
 from progre.errors import UserError
 from progre.features.pitch import dio_f0
@@ -92,7 +92,7 @@ def test_styles_change_pitch_and_duration():
     text = "Please carry the yellow umbrella across the old bridge."
     results = {}
     for style in ("neutral", "happy", "sad", "angry"):
-        wav, _ = render(Utterance("k", speaker, "train", style, text, None, None, seed=1))
+        wav, _ = render(UtterancePlan("k", speaker, "train", style, text, None, None, seed=1))
         f0 = dio_f0(wav)
         results[style] = (f0[f0 > 0].mean(), len(wav), np.sqrt(np.mean(wav**2)))
     assert results["happy"][0] > 1.1 * results["neutral"][0] > 1.2 * results["sad"][0]
@@ -103,9 +103,9 @@ def test_styles_change_pitch_and_duration():
 def test_noise_is_added_at_the_requested_snr():
     speaker = make_speakers(1, seed=5)[0]
     text = "Twelve quiet zebras seized those frozen boxes."
-    clean, _ = render(Utterance("k", speaker, "train", "neutral", text, None, None, seed=2))
+    clean, _ = render(UtterancePlan("k", speaker, "train", "neutral", text, None, None, seed=2))
     for colour in ("white", "pink", "brown"):
-        noisy, _ = render(Utterance("k", speaker, "train", "neutral", text, colour, 12.0, seed=2))
+        noisy, _ = render(UtterancePlan("k", speaker, "train", "neutral", text, colour, 12.0, seed=2))
         noise = noisy.astype(np.float64) - clean
         assert 10 * np.log10(np.mean(clean.astype(np.float64) ** 2) / np.mean(noise**2)) == pytest.approx(12.0, abs=0.1)
 
@@ -118,9 +118,9 @@ def corpora(tmp_path_factory) -> dict[str, Path]:
     """The tiny corpus twice with the default seed and once with another seed."""
     root = tmp_path_factory.mktemp("synth")
     out = {"a": root / "a", "b": root / "b", "other": root / "other"}
-    synthesize_corpus(SynthParams(preset="tiny"), out["a"])
-    synthesize_corpus(SynthParams(preset="tiny"), out["b"])
-    synthesize_corpus(SynthParams(preset="tiny", seed=99), out["other"])
+    stage.run(SynthParams(preset="tiny"), out["a"])
+    stage.run(SynthParams(preset="tiny"), out["b"])
+    stage.run(SynthParams(preset="tiny", seed=99), out["other"])
     return out
 
 
@@ -178,8 +178,6 @@ def test_tiny_corpus_is_deterministic(corpora):
 def test_existing_output_needs_overwrite(corpora, tmp_path):
     with pytest.raises(UserError, match="already exists"):
         stage.run(SynthParams(preset="tiny"), out=corpora["a"], overwrite=False)
-    with pytest.raises(UserError, match="already exists"):
-        synthesize_corpus(SynthParams(preset="tiny"), corpora["a"])
     out = tmp_path / "corpus"
     out.mkdir()
     (out / "stale.txt").write_text("old")

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torchaudio.functional as AF
 
-from progre.data.synth import STYLES, Utterance, make_speakers, render
+from progre.data.synth import STYLES, UtterancePlan, make_speakers, render
 from progre.data.voice_quality import VoiceQuality, apply_voice_quality, tilt_gain, warp_envelope
 
 SR = 16000
@@ -125,7 +125,7 @@ def test_styles_voice_quality_keeps_timing_and_moves_the_spectral_balance():
     text = "Please carry the yellow umbrella across the old bridge."
     balance = {}
     for style in ("angry", "sad"):
-        utt = Utterance("k", speaker, "train", style, text, None, None, seed=1)
+        utt = UtterancePlan("k", speaker, "train", style, text, None, None, seed=1)
         plain, plain_phones = render(utt, voice_quality=False)
         coloured, phones = render(utt, voice_quality=True)
         assert len(coloured) == len(plain) and phones == plain_phones

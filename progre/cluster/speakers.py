@@ -1,4 +1,4 @@
-"""Pseudo-speaker ids for corpora without speaker labels: k-means over utterance embeddings.
+"""`progre pseudo-speakers`: speaker ids for corpora without them, by k-means over utterance embeddings.
 
 Embeddings: ``mfcc_stats`` (mean and standard deviation of the 13 static cepstra over the
 utterance; the deltas mostly carry what is said, and adding them cut pseudo-speaker purity on
@@ -10,9 +10,79 @@ the clustering follows direction (cosine) rather than loudness.
 
 from __future__ import annotations
 
-import numpy as np
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-from .kmeans import fit_kmeans, KMeansModel
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from ..data.shards import Shards
+from ..errors import UserError
+from ..features.computers import LayerComputer, MfccComputer, batches_by_seconds
+from ..io import atomic_path
+from ..log import progress_bar
+from .kmeans import KMeansModel, fit_kmeans
+
+FILE = "speakers.parquet"
+EMBEDDINGS = ("mfcc_stats", "layer_mean")
+
+
+@dataclass(frozen=True)
+class SpeakerSettings:
+    """Pseudo-speaker clustering (the `speakers` params section)."""
+
+    n_speakers: int = 24
+    embedding: str = "mfcc_stats"
+    layer: int = 4
+    niter: int = 50
+    seed: int = 1234
+
+
+def pseudo_speakers(shards: Shards, settings: SpeakerSettings, folder: Path, device: torch.device,
+                    checkpoint: Path | None = None) -> dict[str, Any]:
+    """Cluster every utterance of `shards` into `settings.n_speakers` pseudo speakers; writes
+    folder/speakers.parquet (key, split, speaker "pseudoNNNN") and returns the metrics (purity and NMI
+    against the corpus speakers when every utterance has one)."""
+    if settings.embedding == "layer_mean" and checkpoint is None:
+        raise UserError("speakers.embedding=layer_mean needs --checkpoint")
+    if len(shards) < settings.n_speakers:
+        raise UserError(f"{len(shards)} utterances cannot form {settings.n_speakers} pseudo speakers")
+    computer = MfccComputer(device) if settings.embedding == "mfcc_stats" else \
+        LayerComputer(checkpoint, settings.layer, device)  # type: ignore[arg-type]
+    keys, splits, true, embeddings = [], [], [], []
+    with progress_bar() as progress:
+        task = progress.add_task("utterance embeddings", total=len(shards))
+        for batch in batches_by_seconds(shards.stream(), 60.0):
+            for utt, feats in zip(batch, computer(batch)):
+                feats = np.asarray(feats, dtype=np.float32)
+                embeddings.append(mfcc_stats(feats) if settings.embedding == "mfcc_stats" else feats.mean(axis=0))
+                keys.append(utt.key)
+                splits.append(utt.meta["split"])
+                true.append(utt.meta.get("speaker"))
+            progress.advance(task, len(batch))
+    labels = cluster_speakers(np.stack(embeddings), settings.n_speakers, settings.niter, settings.seed)
+    metrics: dict[str, Any] = {"utterances": len(keys), "n_speakers": settings.n_speakers,
+                               "speakers_used": int(len(np.unique(labels)))}
+    if all(t for t in true):
+        metrics |= speaker_purity(true, labels)
+    rows = [{"key": k, "split": s, "speaker": f"pseudo{int(lab):04d}"} for k, s, lab in zip(keys, splits, labels)]
+    table = pa.Table.from_pylist(rows).replace_schema_metadata({"corpus": shards.fingerprint,
+                                                                "embedding": settings.embedding})
+    with atomic_path(Path(folder) / FILE) as path:
+        pq.write_table(table, path)
+    return metrics
+
+
+def read_speakers(folder: Path) -> dict[str, str]:
+    """key -> pseudo-speaker id of a `progre pseudo-speakers` folder."""
+    path = Path(folder) / FILE
+    if not path.is_file():
+        raise UserError(f"{folder} holds no {FILE}; run `progre pseudo-speakers` first")
+    table = pq.read_table(path)
+    return dict(zip(table.column("key").to_pylist(), table.column("speaker").to_pylist()))
 
 
 STATIC_CEPSTRA = 13

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,6 @@ from ..errors import UserError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 LIST_COLUMNS = ("phones", "phone_start", "phone_end")
-KNOWN_COLUMNS = ("path", "key", "speaker", "text", "style", "split") + LIST_COLUMNS
 SPLITS = ("train", "valid", "test")
 
 

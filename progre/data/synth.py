@@ -1,6 +1,6 @@
 """The built-in demo corpus: labelled multi-speaker English speech synthesised with eSpeak NG.
 
-`synthesize_corpus(params, out)` writes
+`synthesize_corpus(settings, out)` writes
 
 - ``out/audio/<key>.flac``: 16 kHz mono, 16-bit FLAC; keys like ``spk03_train_0007``;
 - ``out/metadata.parquet``: one row per utterance (see METADATA_SCHEMA): path (relative to
@@ -42,10 +42,8 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from ..audio import SAMPLE_RATE
-from ..config import SynthParams
+from ..frames import SAMPLE_RATE
 from ..errors import UserError
-from ..io import atomic_dir, write_json
 from ..log import logger, track
 from ..parallel import ordered_map
 from . import espeak
@@ -80,6 +78,28 @@ peak-limited and the volume cue survives."""
 
 PEAK_LIMIT = 0.99
 """Utterances louder than this after adding noise are scaled down (never clipped)."""
+
+
+@dataclass(frozen=True)
+class SynthSettings:
+    """The corpus to synthesise (the `synth` params section, its preset resolved to counts)."""
+
+    n_speakers: int = 24
+    train_per_speaker: int = 16
+    valid_per_speaker: int = 6
+    test_per_speaker: int = 6
+    styles: tuple[str, ...] = ("neutral", "happy", "sad", "angry")
+    snr_db_min: float = 15.0
+    snr_db_max: float = 30.0
+    noise_fraction: float = 0.5
+    voice_quality: bool = True
+    workers: int = 2
+    seed: int = 1234
+
+    def counts(self) -> dict[str, int]:
+        """Speakers and utterances per speaker of each split."""
+        return {"n_speakers": self.n_speakers, "train_per_speaker": self.train_per_speaker,
+                "valid_per_speaker": self.valid_per_speaker, "test_per_speaker": self.test_per_speaker}
 
 
 @dataclass(frozen=True)
@@ -125,7 +145,7 @@ class Speaker:
 
 
 @dataclass(frozen=True)
-class Utterance:
+class UtterancePlan:
     """Everything needed to render one utterance, fixed before any audio is made."""
 
     key: str
@@ -174,41 +194,41 @@ def make_speakers(n: int, seed: int) -> list[Speaker]:
     return speakers
 
 
-def _noise_plan(n: int, params: SynthParams, split_index: int) -> list[tuple[str | None, float | None]]:
+def _noise_plan(n: int, settings: SynthSettings, split_index: int) -> list[tuple[str | None, float | None]]:
     """(colour, SNR) for each of `n` utterances of a split; round(noise_fraction * n) are noisy."""
-    rng = np.random.default_rng([params.seed, 2, split_index])
-    noisy = set(rng.permutation(n)[: int(round(params.noise_fraction * n))].tolist())
+    rng = np.random.default_rng([settings.seed, 2, split_index])
+    noisy = set(rng.permutation(n)[: int(round(settings.noise_fraction * n))].tolist())
     plan: list[tuple[str | None, float | None]] = []
     for i in range(n):
         colour = NOISE_COLOURS[int(rng.integers(len(NOISE_COLOURS)))]
-        snr = round(float(rng.uniform(params.snr_db_min, params.snr_db_max)), 2)
+        snr = round(float(rng.uniform(settings.snr_db_min, settings.snr_db_max)), 2)
         plan.append((colour, snr) if i in noisy else (None, None))
     return plan
 
 
-def plan_corpus(params: SynthParams) -> tuple[list[Speaker], list[Utterance]]:
+def plan_corpus(settings: SynthSettings) -> tuple[list[Speaker], list[UtterancePlan]]:
     """The speakers and every utterance (text, style, noise), in output order: split, speaker, index."""
-    counts = params.resolved()
-    speakers = make_speakers(counts["n_speakers"], params.seed)
+    counts = settings.counts()
+    speakers = make_speakers(counts["n_speakers"], settings.seed)
     per_speaker = {split: counts[f"{split}_per_speaker"] for split in SPLITS}
-    pools = sentence_pools(params.seed, {split: n * len(speakers) for split, n in per_speaker.items()})
+    pools = sentence_pools(settings.seed, {split: n * len(speakers) for split, n in per_speaker.items()})
     utterances = []
     for split_index, split in enumerate(SPLITS):
         n = per_speaker[split]
-        noise = _noise_plan(n * len(speakers), params, split_index)
+        noise = _noise_plan(n * len(speakers), settings, split_index)
         for s, speaker in enumerate(speakers):
             for j in range(n):
                 k = s * n + j
                 colour, snr = noise[k]
-                utterances.append(Utterance(
+                utterances.append(UtterancePlan(
                     key=f"{speaker.id}_{split}_{j:04d}",
                     speaker=speaker,
                     split=split,
-                    style=params.styles[(s + j) % len(params.styles)],
+                    style=settings.styles[(s + j) % len(settings.styles)],
                     text=pools[split][k],
                     noise=colour,
                     snr_db=snr,
-                    seed=int(np.random.SeedSequence([params.seed, 3, split_index, s, j]).generate_state(1)[0]),
+                    seed=int(np.random.SeedSequence([settings.seed, 3, split_index, s, j]).generate_state(1)[0]),
                 ))
     return speakers, utterances
 
@@ -269,7 +289,7 @@ def resample_to_16k(samples: np.ndarray) -> np.ndarray:
     return AF.resample(torch.from_numpy(padded), espeak.SAMPLE_RATE, SAMPLE_RATE).numpy()[:n_out]
 
 
-def render(utt: Utterance, voice_quality: bool = True) -> tuple[np.ndarray, list[tuple[str, float, float]]]:
+def render(utt: UtterancePlan, voice_quality: bool = True) -> tuple[np.ndarray, list[tuple[str, float, float]]]:
     """The 16 kHz float32 audio of `utt` and its phones (phone, start_s, end_s) within that audio.
 
     eSpeak speaks with the style's prosody; with `voice_quality` the clean speech is then
@@ -316,7 +336,7 @@ METADATA_SCHEMA = pa.schema([
 ])
 
 
-def write_utterance(utt: Utterance, out: Path, voice_quality: bool = True) -> dict:
+def write_utterance(utt: UtterancePlan, out: Path, voice_quality: bool = True) -> dict:
     """Render `utt`, write `out/audio/<key>.flac` and return its metadata row."""
     wav, phones = render(utt, voice_quality)
     rel = f"audio/{utt.key}.flac"
@@ -338,7 +358,7 @@ def write_utterance(utt: Utterance, out: Path, voice_quality: bool = True) -> di
     }
 
 
-def summarise(rows: list[dict], speakers: list[Speaker], params: SynthParams) -> dict:
+def summarise(rows: list[dict], speakers: list[Speaker], settings: SynthSettings) -> dict:
     """Counts per split, total duration, speakers, styles and phone inventory of the corpus."""
     splits = {}
     for split in SPLITS:
@@ -348,16 +368,16 @@ def summarise(rows: list[dict], speakers: list[Speaker], params: SynthParams) ->
                          "minutes": round(seconds / 60, 3), "noisy": sum(r["noise"] is not None for r in in_split)}
     inventory = sorted({p for r in rows for p in r["phones"]})
     return {
-        "seed": params.seed,
+        "seed": settings.seed,
         "sample_rate": SAMPLE_RATE,
         "utterances": len(rows),
         "total_seconds": round(sum(r["duration"] for r in rows), 3),
         "splits": splits,
         "speakers": [{**asdict(s), "voice": s.voice} for s in speakers],
-        "styles": list(params.styles),
+        "styles": list(settings.styles),
         "phone_inventory": inventory,
         "phone_inventory_size": len(inventory),
-        "counts": params.resolved(),
+        "counts": settings.counts(),
     }
 
 
@@ -373,24 +393,22 @@ def _one_torch_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def synthesize_corpus(params: SynthParams, out: Path, overwrite: bool = False) -> dict:
-    """Synthesise the corpus described by `params` into `out` (atomically); returns the summary."""
+def synthesize_corpus(settings: SynthSettings, out: Path) -> dict:
+    """Synthesise the corpus of `settings` into the folder `out` (audio/ and metadata.parquet); returns
+    the summary."""
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise UserError(f"output {out} already exists (pass --overwrite to replace it)")
-    unknown = [s for s in params.styles if s not in STYLES]
+    unknown = [s for s in settings.styles if s not in STYLES]
     if unknown:
         raise UserError(f"synth.styles: unknown style {unknown[0]!r}; known: {', '.join(STYLES)}")
-    speakers, utterances = plan_corpus(params)
+    speakers, utterances = plan_corpus(settings)
     logger.info("synthesising %d utterances of %d speakers into %s", len(utterances), len(speakers), out)
-    with atomic_dir(out, overwrite=overwrite) as tmp, _one_torch_thread():
-        (tmp / "audio").mkdir()
-        render_one = partial(write_utterance, out=tmp, voice_quality=params.voice_quality)
-        rendered = ordered_map(render_one, utterances, params.workers, chunksize=8)  # workers: one torch thread
+    (out / "audio").mkdir(parents=True)
+    with _one_torch_thread():
+        render_one = partial(write_utterance, out=out, voice_quality=settings.voice_quality)
+        rendered = ordered_map(render_one, utterances, settings.workers, chunksize=8)  # workers: one torch thread
         rows = list(track(rendered, "synth", total=len(utterances)))
-        pq.write_table(pa.Table.from_pylist(rows, schema=METADATA_SCHEMA), tmp / "metadata.parquet")
-        summary = summarise(rows, speakers, params)
-        write_json(tmp / "summary.json", summary)
+    pq.write_table(pa.Table.from_pylist(rows, schema=METADATA_SCHEMA), out / "metadata.parquet")
+    summary = summarise(rows, speakers, settings)
     logger.info("wrote %d utterances, %.1f minutes of audio, %d phones in the inventory",
                 summary["utterances"], summary["total_seconds"] / 60, summary["phone_inventory_size"])
     return summary

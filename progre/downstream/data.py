@@ -7,7 +7,7 @@ Two views of a split's labelled utterances:
 - `PooledSplit`: one (S, D) vector per utterance, the mean over its frames of the normalised states
   (`utterance_means`, computed once), for the utterance tasks (SID, ER).
 
-Both yield `Batch`es whose `targets` and `references` are the task's own (class ids, token lists).
+Both yield `HeadBatch`es whose `targets` and `references` are the task's own (class ids, token lists).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .hidden import HiddenStates
+from .upstreams import HiddenStates
 
 
 @dataclass
@@ -42,7 +42,7 @@ class Examples:
 
 
 @dataclass
-class Batch:
+class HeadBatch:
     """B utterances. states: (B, T, S, D) frames or (B, S, D) means; lengths: (B,) frames or None."""
 
     states: Tensor
@@ -67,13 +67,13 @@ class FrameSplit:
         return len(self.examples)
 
     def batches(self, batch_size: int, generator: Optional[torch.Generator] = None,
-                device: torch.device = torch.device("cpu")) -> Iterator[Batch]:
+                device: torch.device = torch.device("cpu")) -> Iterator[HeadBatch]:
         ex = self.examples
         for rows in batch_order(len(ex), batch_size, generator):
             arrays = [torch.from_numpy(np.array(self.hidden[ex.keys[i]], dtype=np.float32)) for i in rows]
             lengths = torch.tensor([len(a) for a in arrays], dtype=torch.long)
             states = torch.nn.utils.rnn.pad_sequence(arrays, batch_first=True)  # (B, T, S, D), zeros after lengths
-            yield Batch(states.to(device), lengths.to(device), [ex.targets[i] for i in rows],
+            yield HeadBatch(states.to(device), lengths.to(device), [ex.targets[i] for i in rows],
                         [ex.references[i] for i in rows])
 
 
@@ -88,12 +88,12 @@ class PooledSplit:
         return len(self.examples)
 
     def batches(self, batch_size: int, generator: Optional[torch.Generator] = None,
-                device: torch.device = torch.device("cpu")) -> Iterator[Batch]:
+                device: torch.device = torch.device("cpu")) -> Iterator[HeadBatch]:
         ex = self.examples
         assert self.states is not None or not len(ex)
         for rows in batch_order(len(ex), batch_size, generator):
             index = torch.tensor(rows, dtype=torch.long)
-            yield Batch(self.states[index].to(device).float(), None,  # type: ignore[index]
+            yield HeadBatch(self.states[index].to(device).float(), None,  # type: ignore[index]
                         [ex.targets[i] for i in rows], [ex.references[i] for i in rows])
 
 

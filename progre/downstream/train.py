@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ..log import progress_bar
-from .data import Batch, FrameSplit, PooledSplit
+from .data import HeadBatch, FrameSplit, PooledSplit
 from .featurizer import Featurizer
 from .tasks import Task
 
@@ -122,6 +122,6 @@ def _train_epoch(task: Task, model: DownstreamModel, split: Split, optimizer: to
     return total / max(batches, 1)
 
 
-def _batch_loss(task: Task, model: DownstreamModel, batch: Batch) -> Tensor:
+def _batch_loss(task: Task, model: DownstreamModel, batch: HeadBatch) -> Tensor:
     logits, lengths = model(batch.states, batch.lengths)
     return task.loss(logits, lengths, batch.targets)

@@ -22,10 +22,9 @@ import torch
 import torchaudio.functional as AF
 from torchaudio.compliance import kaldi
 
-from ..audio import SAMPLE_RATE
+from ..frames import MFCC_RATE, SAMPLE_RATE, WINDOW, hop, num_frames
 
-WINDOW = 400  # 25 ms
-SHIFT = 160  # 10 ms
+SHIFT = hop(MFCC_RATE)  # 160 samples, 10 ms
 FFT_SIZE = 512
 NUM_MEL_BINS = 23
 NUM_CEPS = 13
@@ -33,7 +32,7 @@ PREEMPHASIS = 0.97
 LIFTER = 22.0
 DELTA_WINDOW = 5
 DIM = 3 * NUM_CEPS
-LABEL_RATE = 100  # frames per second
+LABEL_RATE = MFCC_RATE  # frames per second
 
 
 def mfcc_reference(wav: torch.Tensor) -> torch.Tensor:
@@ -55,13 +54,6 @@ def _constants(device: str, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Ten
     lifter = 1.0 + 0.5 * LIFTER * torch.sin(math.pi * torch.arange(NUM_CEPS) / LIFTER)
     dct = dct[:, :NUM_CEPS] * lifter
     return (window.to(device, dtype), banks.to(device, dtype), dct.to(device, dtype))
-
-
-def num_frames(num_samples: torch.Tensor | int):
-    """100 Hz frames with snip edges: floor((N - 400) / 160) + 1, at least 0."""
-    if isinstance(num_samples, torch.Tensor):
-        return torch.clamp((num_samples - WINDOW) // SHIFT + 1, min=0)
-    return max((num_samples - WINDOW) // SHIFT + 1, 0)
 
 
 def _power_spectrum(frames: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
@@ -101,7 +93,7 @@ def mfcc_batch(wavs: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor,
     if wavs.dim() != 2:
         raise ValueError(f"expected (batch, samples), got shape {tuple(wavs.shape)}")
     window, banks, dct = _constants(str(wavs.device), wavs.dtype)
-    frame_lengths = num_frames(lengths)
+    frame_lengths = num_frames(lengths, MFCC_RATE)
     frames = wavs.unfold(1, WINDOW, SHIFT)  # (B, T, 400) view; T from the longest utterance
     spectrum = torch.zeros(*frames.shape[:2], FFT_SIZE // 2 + 1, device=wavs.device, dtype=wavs.dtype)
     chunk = 2048 if wavs.device.type == "cpu" else 65536  # rows that stay in cache on CPU

@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 import pyworld
 
-from ..audio import FRAME_HOP, SAMPLE_RATE, num_frames
+from ..frames import MODEL_HOP, SAMPLE_RATE, num_frames
 
-FRAME_PERIOD_MS = 1000.0 * FRAME_HOP / SAMPLE_RATE  # 20 ms
+FRAME_PERIOD_MS = 1000.0 * MODEL_HOP / SAMPLE_RATE  # 20 ms
 NORM_EPS = 1e-8
 
 
@@ -35,7 +35,7 @@ def normalise_log_f0(f0: np.ndarray) -> np.ndarray:
     return out
 
 
-def pitch_contour_and_voicing(wav: np.ndarray, sample_rate: int = SAMPLE_RATE) -> tuple[np.ndarray, np.ndarray]:
+def compute_pitch_and_voicing(wav: np.ndarray, sample_rate: int = SAMPLE_RATE) -> tuple[np.ndarray, np.ndarray]:
     """The normalised contour (float32) and the voiced-frame mask (bool), both of num_frames(len(wav))."""
     if sample_rate != SAMPLE_RATE:
         raise ValueError(f"pitch contours are defined on {SAMPLE_RATE} Hz audio, got {sample_rate} Hz")
@@ -46,9 +46,9 @@ def pitch_contour_and_voicing(wav: np.ndarray, sample_rate: int = SAMPLE_RATE) -
     return normalise_log_f0(f0), f0 > 0
 
 
-def pitch_contour(wav: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+def compute_pitch(wav: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """The normalised contour for one utterance, float32 of length num_frames(len(wav)).
 
     An all-unvoiced utterance gives all zeros (callers record it).
     """
-    return pitch_contour_and_voicing(wav, sample_rate)[0]
+    return compute_pitch_and_voicing(wav, sample_rate)[0]

@@ -3,7 +3,7 @@
 A feature folder holds, per writer (rank) r of W:
 
 - ``part-r-of-W.npy``: all of that writer's frames, one (frames, dim) array (memory-mapped on read)
-- ``index-r-of-W.parquet``: key, part, offset (first row), num_frames, and extra per-utterance columns
+- ``index-r-of-W.parquet``: key, part, offset (first row), num_frames
 - ``meta.json``: what the features are (kind, dim, dtype, frame rate, layer, checkpoint, corpus
   fingerprint, world size), written by rank 0.
 
@@ -22,8 +22,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..audio import num_frames
-from ..data.reader import corpus_fingerprint
+from ..data.shards import Shards
+from ..frames import num_frames
 from ..errors import UserError
 from ..io import read_json, write_json
 
@@ -38,25 +38,23 @@ def part_name(rank: int, world_size: int) -> str:
 class FeatureWriter:
     """Appends (frames, dim) arrays of utterances to one part file; `close` publishes it."""
 
-    def __init__(self, folder: Path, dim: int, dtype: str, rank: int = 0, world_size: int = 1,
-                 extra_columns: dict[str, pa.DataType] | None = None):
+    def __init__(self, folder: Path, dim: int, dtype: str, rank: int = 0, world_size: int = 1):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.dim, self.dtype = dim, np.dtype(dtype)
         self.name = part_name(rank, world_size)
-        self.extra_columns = extra_columns or {}
         self._tmp = self.folder / f".{self.name}.bin.tmp"
         self._file = open(self._tmp, "wb")
         self._rows: list[dict[str, Any]] = []
         self._offset = 0
 
-    def add(self, key: str, features: np.ndarray, **extra: Any) -> None:
+    def add(self, key: str, features: np.ndarray) -> None:
         features = np.asarray(features)
         if features.ndim != 2 or features.shape[1] != self.dim:
             raise ValueError(f"{key}: expected (frames, {self.dim}) features, got {features.shape}")
         self._file.write(np.ascontiguousarray(features, dtype=self.dtype).tobytes())
         self._rows.append({"key": key, "part": self.name, "offset": self._offset,
-                           "num_frames": features.shape[0], **extra})
+                           "num_frames": features.shape[0]})
         self._offset += features.shape[0]
 
     def close(self) -> int:
@@ -70,11 +68,8 @@ class FeatureWriter:
             shutil.copyfileobj(raw, out, 1 << 22)
         os.replace(npy_tmp, self.folder / f"{self.name}.npy")
         self._tmp.unlink()
-        schema = INDEX_SCHEMA
-        for name, dtype in self.extra_columns.items():
-            schema = schema.append(pa.field(name, dtype))
         index_tmp = self.folder / f".index-{self.name[5:]}.parquet.tmp"
-        pq.write_table(pa.Table.from_pylist(self._rows, schema=schema), index_tmp)
+        pq.write_table(pa.Table.from_pylist(self._rows, schema=INDEX_SCHEMA), index_tmp)
         os.replace(index_tmp, self.folder / f"index-{self.name[5:]}.parquet")
         return len(self._rows)
 
@@ -134,10 +129,6 @@ class FeatureStore:
         start = self._offset[i]
         return self._arrays[self._part[i]][start:start + self._frames[i]]
 
-    def column(self, name: str) -> dict[str, Any]:
-        """An extra per-utterance column of the index, as key -> value."""
-        return dict(zip(self.index.column("key").to_pylist(), self.index.column(name).to_pylist()))
-
     def total_frames(self) -> int:
         return int(sum(self._frames))
 
@@ -146,17 +137,17 @@ class FeatureStore:
         return np.concatenate([np.asarray(a, dtype=dtype) for a in self._arrays.values()], axis=0)
 
 
-def open_pitch_store(folder: Path, shards: Path | None = None) -> FeatureStore:
-    """A `--pitch` folder, checked: it must hold pitch contours, of the same corpus when `shards` is given."""
+def open_pitch_store(folder: Path, shards: Shards | None = None) -> FeatureStore:
+    """A `--pitch` folder, checked: it must hold pitch contours, of `shards`' corpus when given."""
     store = FeatureStore(folder)
     if store.kind != "pitch":
         raise UserError(f"--pitch {folder} holds {store.kind} features, not pitch contours")
-    if shards is not None and store.meta.get("corpus") not in (None, corpus_fingerprint(shards)):
-        raise UserError(f"the pitch contours in {folder} were computed on another corpus than {shards}")
+    if shards is not None and store.meta.get("corpus") != shards.fingerprint:
+        raise UserError(f"the pitch contours in {folder} were computed on another corpus than {shards.folder}")
     return store
 
 
-def pitch_contour(store: FeatureStore, key: str, num_samples: int) -> np.ndarray:
+def read_pitch(store: FeatureStore, key: str, num_samples: int) -> np.ndarray:
     """The (T,) float32 contour of one utterance, checked against its length in samples."""
     if key not in store:
         raise UserError(f"the pitch folder {store.folder} has no contour for {key}")

@@ -41,6 +41,15 @@ def save_checkpoint(folder: Union[str, Path], model: Union[ProgREEncoder, ProgRE
     """Write `model` (an encoder, or a pretraining model with its heads) to `folder`, atomically:
     the folder appears complete or not at all; an existing folder is replaced."""
     folder = Path(folder)
+    with atomic_dir(folder) as tmp:
+        write_checkpoint(tmp, model, extra)
+    return folder
+
+
+def write_checkpoint(folder: Union[str, Path], model: Union[ProgREEncoder, ProgREPretrainModel],
+                     extra: Optional[dict[str, Any]] = None) -> None:
+    """Write `model`'s weights and config into the existing folder `folder`."""
+    folder = Path(folder)
     if isinstance(model, ProgREPretrainModel):
         encoder, contents = model.encoder, "pretrain"
     elif isinstance(model, ProgREEncoder):
@@ -52,10 +61,8 @@ def save_checkpoint(folder: Union[str, Path], model: Union[ProgREEncoder, ProgRE
     if contents == "pretrain":
         meta["heads"] = model.heads_config()
     state = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
-    with atomic_dir(folder) as tmp:
-        save_file(state, str(tmp / WEIGHTS))
-        write_json(tmp / CONFIG, meta)
-    return folder
+    save_file(state, str(folder / WEIGHTS))
+    write_json(folder / CONFIG, meta)
 
 
 def read_checkpoint_config(folder: Union[str, Path]) -> dict[str, Any]:

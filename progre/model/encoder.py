@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..audio import FRAME_WINDOW, SAMPLE_RATE
+from ..frames import SAMPLE_RATE, WINDOW
 from ..errors import UserError
 from .branches import PitchBranch, SpeakerBranch
 from .cnn import ConvFeatureEncoder, scale_grad
@@ -112,7 +112,7 @@ class ProgREEncoder(nn.Module):
             wav: (B, N) float 16 kHz audio, padded (with anything) after each utterance's `lengths[i]`
                 samples.
             lengths: (B,) long valid samples, or None when nothing is padded.
-            pitch: (B, T) float 50 Hz pitch contours (`progre.features.pitch.pitch_contour`), padded
+            pitch: (B, T) float 50 Hz pitch contours (`progre.features.pitch.compute_pitch`), padded
                 with anything; computed here from `wav` when None and the pitch branch is on (slow).
             mask: (B, T) bool, True where a frame is replaced by the learned mask embedding, or None.
         """
@@ -201,9 +201,9 @@ class ProgREEncoder(nn.Module):
                 raise ValueError(f"lengths must have shape ({batch},), got {tuple(lengths.shape)}")
             if bool((lengths > samples).any()):
                 raise ValueError(f"lengths go up to {int(lengths.max())} samples but wav has only {samples}")
-        if int(lengths.min()) < FRAME_WINDOW:
+        if int(lengths.min()) < WINDOW:
             raise UserError(f"audio of {int(lengths.min())} samples is shorter than one frame "
-                            f"({FRAME_WINDOW} samples = {1000 * FRAME_WINDOW // SAMPLE_RATE} ms)")
+                            f"({WINDOW} samples = {1000 * WINDOW // SAMPLE_RATE} ms)")
         return lengths
 
     @staticmethod
@@ -214,12 +214,12 @@ class ProgREEncoder(nn.Module):
 
     @staticmethod
     def _pitch(wav: Tensor, lengths: Tensor, frames: int) -> Tensor:
-        from ..features.pitch import pitch_contour
+        from ..features.pitch import compute_pitch
 
         pitch = torch.zeros(wav.shape[0], frames)
         audio = wav.detach().float().cpu().numpy()
         for i, n in enumerate(lengths.tolist()):
-            contour = pitch_contour(np.asarray(audio[i, :n]), SAMPLE_RATE)
+            contour = compute_pitch(np.asarray(audio[i, :n]), SAMPLE_RATE)
             pitch[i, : len(contour)] = torch.from_numpy(contour)
         return pitch.to(wav.device)
 

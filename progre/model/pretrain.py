@@ -128,9 +128,29 @@ class ProgREPretrainModel(nn.Module):
             return x @ e.t() / self.logit_temp
 
 
-def masked_prediction_loss(out: PretrainOutput, unmasked_weight: float = 0.0) -> Tensor:
-    """Mean cross-entropy over masked frames (+ `unmasked_weight` x the unmasked one; HuBERT: 0)."""
-    loss = F.cross_entropy(out.masked_logits, out.masked_targets)
-    if unmasked_weight:
-        loss = loss + unmasked_weight * F.cross_entropy(out.unmasked_logits, out.unmasked_targets)
-    return loss
+def pretraining_losses(out: PretrainOutput, speakers: Optional[Tensor] = None, *, unmasked_weight: float = 0.0,
+                       feature_penalty_weight: float = 10.0, speaker_weight: float = 1.0) -> dict[str, Tensor]:
+    """HuBERT's loss and ProgRE's speaker loss, with the prediction accuracies.
+
+    ``loss = masked + unmasked_weight * unmasked + feature_penalty_weight * feature_penalty
+    + speaker_weight * speaker``: cross-entropy of the label predictions on masked frames (and on
+    unmasked ones, computed only when weighted; HuBERT: 0), 10 x the mean square of the CNN features,
+    and the cross-entropy of the speaker classifier over `speakers` ((B,) ids, `IGNORE_LABEL` where
+    unknown; 0 without a speaker head or without any known speaker).
+    """
+    zero = out.feature_penalty.new_zeros(())
+    masked = F.cross_entropy(out.masked_logits, out.masked_targets) if out.masked_targets.numel() else zero
+    unmasked = F.cross_entropy(out.unmasked_logits, out.unmasked_targets) \
+        if out.unmasked_targets.numel() and unmasked_weight > 0 else zero
+    speaker = zero
+    if out.speaker_logits is not None and speakers is not None and bool((speakers != IGNORE_LABEL).any()):
+        speaker = F.cross_entropy(out.speaker_logits.float(), speakers, ignore_index=IGNORE_LABEL)
+    total = masked + unmasked_weight * unmasked + feature_penalty_weight * out.feature_penalty \
+        + speaker_weight * speaker
+    with torch.no_grad():
+        acc_masked = (out.masked_logits.argmax(-1) == out.masked_targets).float().mean() \
+            if out.masked_targets.numel() else zero
+        acc_unmasked = (out.unmasked_logits.argmax(-1) == out.unmasked_targets).float().mean() \
+            if out.unmasked_targets.numel() else zero
+    return {"loss": total, "loss_masked": masked, "loss_unmasked": unmasked, "feature_penalty": out.feature_penalty,
+            "loss_speaker": speaker, "acc_masked": acc_masked, "acc_unmasked": acc_unmasked}

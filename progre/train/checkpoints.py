@@ -18,7 +18,7 @@ import torch
 from ..errors import UserError
 from ..io import atomic_dir
 from ..log import logger
-from ..model import save_checkpoint
+from ..model.checkpoint import write_checkpoint
 
 
 class CheckpointStore:
@@ -41,7 +41,8 @@ class CheckpointStore:
         target = self.folder / f"step-{step:08d}"
         try:
             with atomic_dir(target, overwrite=True) as tmp:
-                save_checkpoint(tmp / "model", model, extra)
+                (tmp / "model").mkdir()
+                write_checkpoint(tmp / "model", model, extra)
                 torch.save(state, tmp / "state.pt")
         except OSError as exc:
             reason = "the disk is full" if exc.errno == errno.ENOSPC else str(exc)

@@ -22,21 +22,31 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..audio import FRAME_HOP, SAMPLE_RATE, num_frames
 from ..cluster.labels import LabelSet
-from ..data.reader import read_audio_at, read_index
+from ..data.shards import Shards
 from ..errors import UserError
 from ..features.store import FeatureStore
+from ..frames import MODEL_HOP, SAMPLE_RATE, WINDOW, labels_per_frame, num_frames
 from ..log import logger
+from ..model.pretrain import IGNORE_LABEL
 
-IGNORE = -100
 LABEL_LENGTH_TOLERANCE = 2  # frames; more is a misalignment, not rounding
+
+
+@dataclass(frozen=True)
+class PlanSettings:
+    """How training batches are planned (part of the `pretrain` params section)."""
+
+    batch_seconds: float = 87.5
+    crop_min_seconds: float = 2.0
+    crop_max_seconds: float = 15.6
+    bucket_size: int = 64
+    seed: int = 1234
 
 
 @dataclass
@@ -52,7 +62,7 @@ class Item:
 
 
 @dataclass
-class Batch:
+class PlannedBatch:
     """A planned micro-batch: item positions, their crop starts (samples) and the common crop length."""
 
     items: list[int]
@@ -77,31 +87,31 @@ class DataReport:
 class PretrainData:
     """The utterances of one split joined with their labels, pitch and speaker ids."""
 
-    def __init__(self, shards: Path, split: str, labels: LabelSet, pitch: FeatureStore | None,
-                 speakers: dict[str, int] | None, *, batch_seconds: float, crop_min_seconds: float,
-                 crop_max_seconds: float, bucket_size: int, seed: int):
-        self.shards = Path(shards)
+    def __init__(self, shards: Shards, split: str, labels: LabelSet, pitch: FeatureStore | None,
+                 speakers: dict[str, int] | None, plan: PlanSettings):
+        self.shards = shards
         self.labels, self.pitch = labels, pitch
-        self.label_step = {50: 1, 100: 2}.get(labels.label_rate)
-        if self.label_step is None:
+        if labels.label_rate not in (50, 100):
             raise UserError(f"labels at {labels.label_rate} Hz cannot be mapped to 50 Hz frames (use 50 or 100 Hz)")
-        self.budget = int(batch_seconds * SAMPLE_RATE)
-        self.crop_min = int(crop_min_seconds * SAMPLE_RATE)
-        self.crop_max = int(crop_max_seconds * SAMPLE_RATE)
-        if self.budget < max(self.crop_min, 400):
-            raise UserError(f"pretrain.batch_seconds ({batch_seconds}) is below the shortest usable utterance "
-                            f"(crop_min_seconds {crop_min_seconds}): no batch could hold one")
-        self.bucket_size, self.seed = bucket_size, seed
+        self.label_step = labels_per_frame(labels.label_rate)
+        self.plan = plan
+        self.budget = int(plan.batch_seconds * SAMPLE_RATE)
+        self.crop_min = int(plan.crop_min_seconds * SAMPLE_RATE)
+        self.crop_max = int(plan.crop_max_seconds * SAMPLE_RATE)
+        if self.budget < max(self.crop_min, WINDOW):
+            raise UserError(f"pretrain.batch_seconds ({plan.batch_seconds}) is below the shortest usable utterance "
+                            f"(crop_min_seconds {plan.crop_min_seconds}): no batch could hold one")
+        self.bucket_size, self.seed = plan.bucket_size, plan.seed
         self.items, self.report = self._join(split, speakers)
         if not self.items:
-            raise UserError(f"no usable {split} utterances in {shards} (see the skipped counts above)")
-        self._plans: dict[int, list[Batch]] = {}
+            raise UserError(f"no usable {split} utterances in {shards.folder} (see the skipped counts above)")
+        self._plans: dict[int, list[PlannedBatch]] = {}
         self._epoch_starts = [0]
 
     # ------------------------------------------------------------------ joining and checks
 
     def _join(self, split: str, speakers: dict[str, int] | None) -> tuple[list[Item], DataReport]:
-        rows = read_index(self.shards, split).to_pylist()
+        rows = self.shards.rows(split)
         items, no_labels, no_pitch, too_short, misaligned = [], [], [], [], []
         for row in rows:
             key, n = row["key"], row["num_samples"]
@@ -109,7 +119,7 @@ class PretrainData:
             if labels is None:
                 no_labels.append(key)
                 continue
-            expected = num_frames(n) if self.label_step == 1 else (n - 400) // 160 + 1
+            expected = num_frames(n, self.labels.label_rate)
             if abs(len(labels) - expected) > LABEL_LENGTH_TOLERANCE:
                 misaligned.append(f"{key} ({len(labels)} labels, {expected} expected)")
                 continue
@@ -123,7 +133,7 @@ class PretrainData:
             if n < self.crop_min:
                 too_short.append(key)
                 continue
-            speaker = IGNORE if speakers is None else speakers.get(key, IGNORE)
+            speaker = IGNORE_LABEL if speakers is None else speakers.get(key, IGNORE_LABEL)
             items.append(Item(key, row["shard"], row["flac_offset"], row["flac_bytes"], n, speaker))
         if misaligned:
             raise UserError(f"{len(misaligned)} {split} utterances do not match their labels or pitch, e.g. "
@@ -138,13 +148,13 @@ class PretrainData:
 
     # ------------------------------------------------------------------ planning
 
-    def epoch_plan(self, epoch: int) -> list[Batch]:
+    def epoch_plan(self, epoch: int) -> list[PlannedBatch]:
         """The batches of one epoch, in order (deterministic for seed and epoch)."""
         if epoch in self._plans:
             return self._plans[epoch]
         rng = np.random.default_rng([self.seed, epoch])
         order = rng.permutation(len(self.items))
-        batches: list[Batch] = []
+        batches: list[PlannedBatch] = []
         for pool_start in range(0, len(order), self.bucket_size):
             pool = sorted(order[pool_start:pool_start + self.bucket_size],
                           key=lambda i: (self.items[i].num_samples, i))
@@ -153,22 +163,22 @@ class PretrainData:
         self._plans = {epoch: batches}  # keep one epoch in memory
         return batches
 
-    def _batches_of_pool(self, pool: list[int], rng: np.random.Generator) -> list[Batch]:
+    def _batches_of_pool(self, pool: list[int], rng: np.random.Generator) -> list[PlannedBatch]:
         """Greedy batches over a pool sorted by length: the first item's length sets the crop."""
         out = []
         start = 0
         while start < len(pool):
             crop = min(self.items[pool[start]].num_samples, self.crop_max, self.budget)
-            crop = (crop - 400) // FRAME_HOP * FRAME_HOP + 400  # whole frames only
+            crop = (crop - WINDOW) // MODEL_HOP * MODEL_HOP + WINDOW  # whole frames only
             size = max(1, min(self.budget // crop, len(pool) - start))
             members = [int(i) for i in pool[start:start + size]]
-            starts = [int(rng.integers(0, (self.items[i].num_samples - crop) // FRAME_HOP + 1)) * FRAME_HOP
+            starts = [int(rng.integers(0, (self.items[i].num_samples - crop) // MODEL_HOP + 1)) * MODEL_HOP
                       for i in members]
-            out.append(Batch(members, starts, crop))
+            out.append(PlannedBatch(members, starts, crop))
             start += size
         return out
 
-    def batch_at(self, k: int) -> Batch:
+    def batch_at(self, k: int) -> PlannedBatch:
         """Micro-batch k of the endless sequence of epochs."""
         epoch = 0
         while True:
@@ -183,18 +193,18 @@ class PretrainData:
 
     # ------------------------------------------------------------------ loading
 
-    def load(self, batch: Batch) -> dict[str, Any]:
+    def load(self, batch: PlannedBatch) -> dict[str, Any]:
         """Read, crop and collate one planned micro-batch."""
         frames = num_frames(batch.crop)
         wavs, labels, pitch, speakers, keys = [], [], [], [], []
         for i, start in zip(batch.items, batch.starts):
             item = self.items[i]
-            wav = read_audio_at(self.shards, item.shard, item.offset, item.size)
+            wav = self.shards.read_audio(item.shard, item.offset, item.size)
             wavs.append(wav[start:start + batch.crop])
-            first = start // FRAME_HOP
+            first = start // MODEL_HOP
             index = (first + np.arange(frames)) * self.label_step
             source = self.labels.labels[item.key]
-            row = np.full(frames, IGNORE, dtype=np.int64)
+            row = np.full(frames, IGNORE_LABEL, dtype=np.int64)
             inside = index < len(source)
             row[inside] = source[index[inside]]
             labels.append(row)

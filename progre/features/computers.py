@@ -15,12 +15,13 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from ..audio import SAMPLE_RATE, num_frames
-from ..data.reader import Utterance
+from ..data.shards import Utterance
 from ..errors import UserError
+from ..frames import SAMPLE_RATE
 from . import mfcc as mfcc_lib
-from .pitch import pitch_contour_and_voicing
-from .store import open_pitch_store, pitch_contour
+from .hidden import HiddenStateExtractor, layer_state, load_frozen_encoder
+from .pitch import compute_pitch_and_voicing
+from .store import open_pitch_store
 
 
 class FeatureComputer(Protocol):
@@ -86,60 +87,27 @@ class MfccComputer:
 
 
 class LayerComputer:
-    """Hidden states of one transformer layer (1-based) of a checkpoint, at 50 Hz.
-
-    Utterances longer than `chunk_seconds` go through the model in consecutive chunks whose
-    frames line up exactly with the whole utterance's frames (chunk starts on a multiple of
-    the 320-sample hop and carries the 80 extra samples the last frame needs).
-    """
+    """Hidden states of one transformer layer (1-based) of a checkpoint, at 50 Hz, long audio in
+    chunks (`HiddenStateExtractor`)."""
 
     kind = "layer"
-    frame_rate = SAMPLE_RATE // 320
 
     def __init__(self, checkpoint: Path, layer: int, device: torch.device, chunk_seconds: float = 30.0,
                  pitch: Path | None = None):
-        from ..model.checkpoint import load_encoder
-
         self.checkpoint = Path(checkpoint)
-        self.encoder = load_encoder(self.checkpoint, device=device).eval()
-        self.device = device
+        encoder = load_frozen_encoder(self.checkpoint, device)
         # a ProgRE model reads pitch contours: from the pitch stage's folder, else computed per chunk
-        self.pitch_folder = Path(pitch) if pitch is not None and self.encoder.config.pitch_branch else None
-        self.pitch = open_pitch_store(self.pitch_folder) if self.pitch_folder is not None else None
-        names = self.encoder.hidden_state_names()
-        candidates = [f"layer{layer}", f"layer{layer}-speaker"]
-        found = [names.index(c) for c in candidates if c in names]
-        n_layers = self.encoder.config.encoder_layers
-        if not found or not 1 <= layer <= n_layers:
-            raise UserError(f"layer {layer} is out of range: the checkpoint has {n_layers} transformer layers")
-        self.layer, self.state_index = layer, found[0]
-        self.state_name = names[self.state_index]
-        self.dim = self.encoder.config.encoder_embed_dim
+        self.pitch_folder = Path(pitch) if pitch is not None and encoder.config.pitch_branch else None
+        store = open_pitch_store(self.pitch_folder) if self.pitch_folder is not None else None
+        self.layer = layer
+        self.extractor = HiddenStateExtractor(encoder, device, store, chunk_seconds, [layer_state(encoder, layer)])
+        self.state_name = self.extractor.state_names[0]
+        self.dim = self.extractor.dim
+        self.frame_rate = self.extractor.frame_rate
         self.chunk_seconds = chunk_seconds
-        frames_per_chunk = max(1, int(chunk_seconds * SAMPLE_RATE) // 320)
-        self.chunk_hop = frames_per_chunk * 320
 
-    @torch.no_grad()
     def __call__(self, utts: list[Utterance]) -> list[np.ndarray]:
-        pieces: list[tuple[int, np.ndarray]] = []  # (utterance position, chunk waveform)
-        contours: list[np.ndarray] = []
-        for i, utt in enumerate(utts):
-            contour = pitch_contour(self.pitch, utt.key, len(utt.wav)) if self.pitch is not None else None
-            for start in range(0, max(len(utt.wav) - 400, 0) + 1, self.chunk_hop):
-                chunk = utt.wav[start:start + self.chunk_hop + 80]
-                if num_frames(len(chunk)) > 0:
-                    pieces.append((i, chunk))
-                    if contour is not None:
-                        first = start // 320
-                        contours.append(contour[first:first + num_frames(len(chunk))])
-        wavs, lengths = mfcc_lib.pad_batch([c for _, c in pieces], self.device)
-        pitch = mfcc_lib.pad_batch(contours, self.device)[0] if contours else None
-        states, frame_lengths = self.encoder.extract(wavs, pitch=pitch, lengths=lengths)
-        layer = states[self.state_index].float().cpu().numpy()
-        out: list[list[np.ndarray]] = [[] for _ in utts]
-        for row, ((i, _), n) in enumerate(zip(pieces, frame_lengths.tolist())):
-            out[i].append(layer[row, :n])
-        return [np.concatenate(parts) for parts in out]
+        return [states[:, 0] for states in self.extractor(utts)]
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "dim": self.dim, "frame_rate": self.frame_rate, "layer": self.layer,
@@ -163,5 +131,5 @@ def computer_from_meta(meta: dict[str, Any], device: torch.device) -> FeatureCom
 
 def pitch_of(utt: Utterance) -> tuple[str, np.ndarray, float, float]:
     """(key, (T, 1) contour, voiced fraction, audio seconds) of one utterance; runs in worker processes."""
-    contour, voiced = pitch_contour_and_voicing(utt.wav)
+    contour, voiced = compute_pitch_and_voicing(utt.wav)
     return utt.key, contour[:, None], float(voiced.mean()) if len(voiced) else 0.0, len(utt.wav) / SAMPLE_RATE

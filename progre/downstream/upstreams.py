@@ -8,14 +8,13 @@ An upstream is one of
 - ``random:<checkpoint folder>``: a randomly initialised model of that checkpoint's architecture,
   seeded by the evaluation seed.
 
-Hidden states of every utterance of the corpus are computed once (frozen, eval mode, no grad,
-batched with lengths: the encoder is padding-invariant) and stored in ``cache/<kind>-<hash>/`` as a
-feature folder (`progre.features.store`) whose rows are the S states of a frame side by side,
-(T, S * D), float16 by default. The hash covers what determines the states: the checkpoint's bytes
-(or "mfcc", or the architecture and seed of a random model), the storage type and the corpus
-fingerprint. The folder appears atomically, and a lock file serialises concurrent evaluations
-of the same upstream (a DVC matrix runs one process per task), so the second waits and reads
-what the first wrote instead of recomputing it.
+Hidden states of every utterance of the corpus are computed once (`HiddenStateExtractor`: frozen,
+long audio in chunks) and stored in ``cache/<kind>-<hash>/`` as a feature folder
+(`progre.features.store`) whose rows are the S states of a frame side by side, (T, S * D), float16 by
+default. The hash covers what determines the states: the checkpoint's bytes (or "mfcc", or the
+architecture and seed of a random model), the storage type and the corpus fingerprint. The folder
+appears atomically, and a lock file serialises concurrent evaluations of the same upstream, so the
+second waits and reads what the first wrote instead of recomputing it.
 """
 
 from __future__ import annotations
@@ -33,12 +32,12 @@ from typing import Any, Optional, Protocol
 import numpy as np
 import torch
 
-from ..audio import SAMPLE_RATE, num_frames, num_mfcc_frames
-from ..data.reader import Utterance, corpus_fingerprint, iter_utterances, read_index
+from ..data.shards import Shards, Utterance
 from ..errors import UserError
-from ..features.compute import MfccComputer, batches_by_seconds
-from ..features.mfcc import pad_batch
-from ..features.store import FeatureStore, FeatureWriter, open_pitch_store, pitch_contour, write_meta
+from ..features.computers import MfccComputer, batches_by_seconds
+from ..features.hidden import HiddenStateExtractor, load_frozen_encoder
+from ..features.store import FeatureStore, FeatureWriter, open_pitch_store, write_meta
+from ..frames import MFCC_RATE, SAMPLE_RATE, num_frames
 from ..io import atomic_dir, file_sha256
 from ..log import logger, progress_bar
 
@@ -61,43 +60,38 @@ class Upstream:
     """Shown in metrics and the report."""
     checkpoint: Optional[Path] = None
     """The checkpoint folder (its weights for "checkpoint", its architecture for "random")."""
+    spec: str = ""
+    """As given on the command line."""
 
 
 def parse_upstream(spec: str, name: Optional[str] = None) -> Upstream:
     """`mfcc`, a checkpoint folder, or `random:<checkpoint folder>` -> Upstream.
 
     The default name is "mfcc", the checkpoint folder's name (its parent's for a training run's
-    `model/` folder), or "random-" + that name.
+    `model/` folder), or "random-" + that name. A missing or unreadable checkpoint folder is a
+    one-line UserError (cheap: reads config.json only).
     """
+    given = spec
     spec = spec.strip()
     if spec.lower() == MFCC_NAME:
-        return Upstream("mfcc", name or MFCC_NAME)
+        return Upstream("mfcc", name or MFCC_NAME, spec=given)
     kind = "checkpoint"
     if spec.startswith(RANDOM_PREFIX):
         kind, spec = "random", spec[len(RANDOM_PREFIX):]
         if not spec:
             raise UserError("--upstream random: needs a checkpoint folder, e.g. random:runs/progre/model")
     folder = Path(spec)
+    from ..model.checkpoint import read_checkpoint_config
+
+    read_checkpoint_config(folder)
     default = folder.resolve().parent.name if folder.name == "model" else folder.name
     if kind == "random":
         default = f"random-{default}"
-    return Upstream(kind, name or default, folder)
-
-
-def check_upstream(upstream: Upstream) -> None:
-    """A missing or unreadable checkpoint folder is a one-line UserError (cheap: reads config.json only)."""
-    if upstream.checkpoint is not None:
-        from ..model.checkpoint import read_checkpoint_config
-
-        read_checkpoint_config(upstream.checkpoint)
+    return Upstream(kind, name or default, folder, given)
 
 
 def upstream_identity(upstream: Upstream, seed: int) -> dict[str, Any]:
-    """What determines the upstream's hidden states (hashed into the cache key).
-
-    Reading a checkpoint's config here also turns a missing or broken checkpoint into a UserError
-    before any work starts.
-    """
+    """What determines the upstream's hidden states (hashed into the cache key)."""
     if upstream.kind == "mfcc":
         return {"kind": "mfcc"}
     from ..model.checkpoint import WEIGHTS, read_checkpoint_config
@@ -139,52 +133,15 @@ class MfccExtractor:
         return [feats[:, None, :] for feats in self.computer(utts)]
 
     def expected_frames(self, num_samples: int) -> int:
-        return num_mfcc_frames(num_samples)
+        return num_frames(num_samples, MFCC_RATE)
 
 
-class EncoderExtractor:
-    """Every hidden state of a frozen `ProgREEncoder`: (T, S, D) at 50 Hz.
-
-    `pitch`: a pitch feature folder (key -> (T, 1) contour); without it the encoder computes the
-    contour itself when it has a pitch branch (WORLD DIO, slower).
-    """
-
-    frame_rate = 50
-
-    def __init__(self, encoder, device: torch.device, pitch: Optional[FeatureStore] = None):
-        self.encoder = encoder.to(device).eval()
-        self.device = device
-        self.pitch = pitch if encoder.config.pitch_branch else None
-        self.state_names = encoder.hidden_state_names()
-        self.dim = encoder.config.encoder_embed_dim
-
-    def expected_frames(self, num_samples: int) -> int:
-        return num_frames(num_samples)
-
-    @torch.inference_mode()
-    def __call__(self, utts: list[Utterance]) -> list[np.ndarray]:
-        wavs, lengths = pad_batch([u.wav for u in utts], self.device)
-        states, frame_lengths = self.encoder.extract(wavs, pitch=self._pitch(utts, wavs.shape[1]), lengths=lengths)
-        stacked = torch.stack(states, dim=2).float().cpu().numpy()  # (B, T, S, D)
-        return [stacked[i, :n] for i, n in enumerate(frame_lengths.tolist())]
-
-    def _pitch(self, utts: list[Utterance], samples: int) -> Optional[torch.Tensor]:
-        """(B, T) padded contours from the pitch folder, or None (the encoder computes them)."""
-        if self.pitch is None:
-            return None
-        contours = torch.zeros(len(utts), num_frames(samples))
-        for i, utt in enumerate(utts):
-            contour = pitch_contour(self.pitch, utt.key, len(utt.wav))
-            contours[i, :len(contour)] = torch.from_numpy(contour)
-        return contours.to(self.device)
-
-
-def build_extractor(upstream: Upstream, seed: int, device: torch.device,
-                    pitch: Optional[Path] = None, shards: Optional[Path] = None) -> Extractor:
+def build_extractor(upstream: Upstream, seed: int, device: torch.device, pitch: Optional[Path] = None,
+                    shards: Optional[Shards] = None, chunk_seconds: float = 30.0) -> Extractor:
     """The extractor of an upstream; a checkpoint that does not load is a one-line UserError."""
     if upstream.kind == "mfcc":
         return MfccExtractor(device)
-    from ..model import ModelConfig, ProgREEncoder, load_encoder, read_checkpoint_config
+    from ..model import ModelConfig, ProgREEncoder, read_checkpoint_config
 
     assert upstream.checkpoint is not None
     if upstream.kind == "random":
@@ -193,16 +150,11 @@ def build_extractor(upstream: Upstream, seed: int, device: torch.device,
             torch.manual_seed(seed)
             encoder = ProgREEncoder(config)
     else:
-        try:
-            encoder = load_encoder(upstream.checkpoint, device="cpu")
-        except UserError:
-            raise
-        except Exception as exc:  # anything else a broken folder raises: one line, not a traceback
-            raise UserError(f"checkpoint {upstream.checkpoint} does not load: {type(exc).__name__}: {exc}") from None
+        encoder = load_frozen_encoder(upstream.checkpoint, torch.device("cpu"))
     store = open_pitch_store(pitch, shards) if pitch is not None and encoder.config.pitch_branch else None
     if encoder.config.pitch_branch and store is None:
         logger.info("no --pitch folder: the pitch contours are computed on the fly (WORLD DIO, slower)")
-    return EncoderExtractor(encoder, device, store)
+    return HiddenStateExtractor(encoder, device, store, chunk_seconds)
 
 
 # --------------------------------------------------------------------------- the cache
@@ -239,12 +191,12 @@ def cache_key(identity: dict[str, Any], fingerprint: str, dtype: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def cached_hidden_states(upstream: Upstream, shards: Path, cache: Path, *, seed: int, device: torch.device,
+def cached_hidden_states(upstream: Upstream, shards: Shards, cache: Path, *, seed: int, device: torch.device,
                          pitch: Optional[Path] = None, batch_seconds: float = 60.0,
                          dtype: str = "float16") -> HiddenStates:
     """The hidden states of every utterance in `shards`, from the cache or computed into it."""
     identity = upstream_identity(upstream, seed)
-    fingerprint = corpus_fingerprint(shards)
+    fingerprint = shards.fingerprint
     folder = Path(cache) / f"{identity['kind']}-{cache_key(identity, fingerprint, dtype)}"
     with _locked(folder.with_name(f".{folder.name}.lock")):
         if (folder / "meta.json").is_file():
@@ -266,7 +218,7 @@ def cached_hidden_states(upstream: Upstream, shards: Path, cache: Path, *, seed:
     return HiddenStates(folder)
 
 
-def _extract_all(extractor: Extractor, shards: Path, folder: Path, batch_seconds: float, dtype: str,
+def _extract_all(extractor: Extractor, shards: Shards, folder: Path, batch_seconds: float, dtype: str,
                  name: str) -> float:
     """Write (T, S*D) rows of every utterance to a feature folder; memory stays at one batch.
     Returns the seconds of audio processed."""
@@ -276,8 +228,8 @@ def _extract_all(extractor: Extractor, shards: Path, folder: Path, batch_seconds
     audio = 0.0
     try:
         with progress_bar() as progress:
-            task = progress.add_task(f"hidden states ({name})", total=len(read_index(shards)))
-            for batch in batches_by_seconds(iter_utterances(shards), batch_seconds, pool=4):
+            task = progress.add_task(f"hidden states ({name})", total=len(shards))
+            for batch in batches_by_seconds(shards.stream(), batch_seconds, pool=4):
                 for utt, states in zip(batch, extractor(batch)):
                     if len(states) != extractor.expected_frames(len(utt.wav)):
                         raise RuntimeError(f"{utt.key}: {len(states)} frames for {len(utt.wav)} samples")

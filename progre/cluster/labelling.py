@@ -1,0 +1,125 @@
+"""`progre cluster`: fit FAISS k-means on a feature folder's sample, label every frame of the corpus.
+
+Writes into a folder: ``kmeans.npy`` / ``kmeans.json`` (the centroids and what they were fitted
+on), ``labels.parquet`` (every utterance of every split, labelled by the one model fitted on train),
+and ``cooccurrence.png`` where frame phone alignments exist. Utterances outside the stored sample
+get their features from the computer that made the sample (`computer_from_meta`), so every label
+comes from identical features. Returns the label-quality metrics.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data.shards import Shards
+from ..device import resolve_device
+from ..errors import UserError
+from ..features.computers import FeatureComputer, batches_by_seconds, computer_from_meta
+from ..features.store import FeatureStore
+from ..frames import num_frames
+from ..log import logger, progress_bar
+from .kmeans import KMeansModel, fit_kmeans, use_gpu
+from .labels import LabelWriter
+from .metrics import JointCounts, cluster_usage, frame_phones, plot_cooccurrence, purity_and_pnmi
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """k-means and labelling (the `cluster` params section and its per-iteration overlay)."""
+
+    n_clusters: int = 100
+    niter: int = 100
+    nredo: int = 1
+    init: str = "kmeans++"
+    max_points_per_centroid: int | None = None
+    seed: int = 1234
+    batch_seconds: float = 120.0
+    phone_splits: tuple[str, ...] = ("valid", "test")
+    device: str = "auto"
+
+
+def fit_and_label(store: FeatureStore, shards: Shards, settings: ClusterSettings, folder: Path) -> dict[str, Any]:
+    """Fit k-means on `store`'s frames, write the model and the labels of every utterance of `shards`
+    into `folder`; returns the metrics."""
+    if store.kind not in ("mfcc", "layer"):
+        raise UserError(f"{store.folder} holds {store.kind} features; k-means labels come from mfcc or layer "
+                        f"features")
+    if store.meta.get("corpus") != shards.fingerprint:
+        raise UserError(f"the features in {store.folder} were computed on another corpus than {shards.folder} "
+                        f"(fingerprint {store.meta.get('corpus')} vs {shards.fingerprint}); recompute them")
+    gpu = use_gpu(settings.device)
+    start = time.perf_counter()
+    logger.info("fitting k-means: k=%d on %d frames of %d-d %s features", settings.n_clusters, store.total_frames(),
+                store.dim, store.kind)
+    centroids, fit_objective = fit_kmeans(store.stacked(), settings.n_clusters, niter=settings.niter,
+                                          nredo=settings.nredo, init=settings.init, seed=settings.seed,
+                                          max_points_per_centroid=settings.max_points_per_centroid, gpu=gpu)
+    fit_seconds = time.perf_counter() - start
+    provenance = {key: store.meta.get(key) for key in ("kind", "layer", "state", "checkpoint", "frame_rate")}
+    model = KMeansModel(centroids, provenance | {
+        "corpus": shards.fingerprint, "fit_frames": store.total_frames(), "fit_objective_per_frame": fit_objective,
+        "niter": settings.niter, "nredo": settings.nredo, "init": settings.init, "seed": settings.seed}, gpu)
+    label_meta = {"label_rate": int(store.meta["frame_rate"]), "n_clusters": settings.n_clusters,
+                  "corpus": shards.fingerprint, "kind": store.kind, "layer": store.meta.get("layer"),
+                  "checkpoint": store.meta.get("checkpoint")}
+    computer = computer_from_meta(store.meta, resolve_device("cuda" if gpu else "cpu"))
+    model.save(folder)
+    metrics = label_corpus(model, store, computer, shards, folder, label_meta, settings)
+    return metrics | {"fit_objective_per_frame": fit_objective, "fit_frames": store.total_frames(),
+                      "fit_seconds": fit_seconds, "n_clusters": settings.n_clusters,
+                      "label_rate": label_meta["label_rate"]}
+
+
+def label_corpus(model: KMeansModel, store: FeatureStore, computer: FeatureComputer, shards: Shards, folder: Path,
+                 label_meta: dict, settings: ClusterSettings) -> dict[str, Any]:
+    """Label every frame of every utterance (stored features, or computed on the fly) into
+    folder/labels.parquet; returns usage, objective and, with phone alignments, purity and PNMI."""
+    rate = label_meta["label_rate"]
+    k = settings.n_clusters
+    counts = np.zeros(k, dtype=np.int64)
+    joint = JointCounts(k)
+    objective = {"frames": 0, "sum": 0.0}
+    writer = LabelWriter(folder, label_meta)
+    try:
+        with progress_bar() as progress:
+            task = progress.add_task("labelling", total=len(shards))
+            for batch in batches_by_seconds(shards.stream(), settings.batch_seconds):
+                missing = [u for u in batch if u.key not in store]
+                computed = dict(zip((u.key for u in missing), computer(missing))) if missing else {}
+                for utt in batch:
+                    feats = store[utt.key] if utt.key in store else computed[utt.key]
+                    expected = num_frames(len(utt.wav), rate)
+                    if len(feats) != expected:
+                        raise UserError(f"{utt.key}: {len(feats)} feature frames for {len(utt.wav)} samples, "
+                                        f"expected {expected} at {rate} Hz (features of other audio?)")
+                    labels, distances = model.assign(feats)
+                    writer.add(utt.key, utt.meta["split"], labels)
+                    counts += np.bincount(labels, minlength=k)
+                    objective["frames"] += len(labels)
+                    objective["sum"] += float(distances.sum())
+                    if utt.meta["split"] in settings.phone_splits and utt.meta.get("phone_start"):
+                        phones = frame_phones(utt.meta["phones"], utt.meta["phone_start"], utt.meta["phone_end"],
+                                              len(labels), rate)
+                        joint.add(phones, labels)
+                progress.advance(task, len(batch))
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    metrics: dict = {"objective_per_frame": objective["sum"] / max(objective["frames"], 1),
+                     "labelled_frames": objective["frames"]} | cluster_usage(counts)
+    names, matrix = joint.matrix()
+    if matrix.sum() > 0:
+        metrics |= purity_and_pnmi(matrix) | {"phone_frames": int(matrix.sum()), "phones": len(names)}
+        title = f"{label_meta['kind']}{'' if label_meta['layer'] is None else ' layer ' + str(label_meta['layer'])}" \
+                f", k={k}: PNMI {metrics['pnmi']:.3f}"
+        plot_cooccurrence(names, matrix, folder / "cooccurrence.png", title)
+    else:
+        logger.info("no frame phone alignments in splits %s: phone purity and PNMI are not reported",
+                    ", ".join(settings.phone_splits))
+    return metrics

@@ -1,0 +1,90 @@
+"""Hidden states of a frozen encoder, utterance by utterance: the toolkit's one extractor.
+
+`progre features --kind layer` keeps one state of it (the iteration-2 k-means features),
+`progre pseudo-speakers` the utterance mean of one, and `progre evaluate` caches all of them.
+
+Utterances go through the encoder in padded batches (the encoder is padding-invariant). Those longer
+than `chunk_seconds` are cut into consecutive chunks on the 50 Hz grid (`frames.chunk_starts`), each
+encoded on its own, and their frames are concatenated: the result has exactly one frame per model
+frame of the whole utterance. ProgRE models read their pitch contours from a pitch folder, or
+compute them per chunk (WORLD DIO, slower) without one. It never trains and never writes anything.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ..data.shards import Utterance
+from ..frames import MODEL_RATE, chunk_samples, chunk_starts, num_frames
+from ..errors import UserError
+from .mfcc import pad_batch
+from .store import FeatureStore, read_pitch
+
+
+class HiddenStateExtractor:
+    """Utterances -> per-utterance (T, S, D) float32 hidden states of `encoder` (the states `states`
+    of `encoder.extract`'s, by index; all when None)."""
+
+    frame_rate = MODEL_RATE
+
+    def __init__(self, encoder, device: torch.device, pitch: Optional[FeatureStore] = None,
+                 chunk_seconds: float = 30.0, states: Optional[list[int]] = None):
+        self.encoder = encoder.to(device).eval()
+        self.device = device
+        self.pitch = pitch if encoder.config.pitch_branch else None
+        names = encoder.hidden_state_names()
+        self.states = list(range(len(names))) if states is None else list(states)
+        self.state_names = [names[i] for i in self.states]
+        self.dim = encoder.config.encoder_embed_dim
+        self.chunk_seconds = chunk_seconds
+
+    def expected_frames(self, num_samples: int) -> int:
+        return num_frames(num_samples)
+
+    @torch.inference_mode()
+    def __call__(self, utts: list[Utterance]) -> list[np.ndarray]:
+        pieces: list[tuple[int, np.ndarray]] = []  # (utterance position, chunk waveform)
+        contours: list[np.ndarray] = []
+        length = chunk_samples(self.chunk_seconds)
+        for i, utt in enumerate(utts):
+            contour = read_pitch(self.pitch, utt.key, len(utt.wav)) if self.pitch is not None else None
+            for start, first in chunk_starts(len(utt.wav), self.chunk_seconds):
+                chunk = utt.wav[start:start + length]
+                pieces.append((i, chunk))
+                if contour is not None:
+                    contours.append(contour[first:first + num_frames(len(chunk))])
+        wavs, lengths = pad_batch([c for _, c in pieces], self.device)
+        pitch = pad_batch(contours, self.device)[0] if contours else None
+        states, frame_lengths = self.encoder.extract(wavs, pitch=pitch, lengths=lengths)
+        stacked = torch.stack([states[i] for i in self.states], dim=2).float().cpu().numpy()  # (B, T, S, D)
+        out: list[list[np.ndarray]] = [[] for _ in utts]
+        for row, ((i, _), n) in enumerate(zip(pieces, frame_lengths.tolist())):
+            out[i].append(stacked[row, :n])
+        return [parts[0] if len(parts) == 1 else np.concatenate(parts) for parts in out]
+
+
+def layer_state(encoder, layer: int) -> int:
+    """Index in `encoder.extract`'s states of transformer layer `layer` (1-based; the speaker layer's
+    output after the speaker branch's subtraction)."""
+    names = encoder.hidden_state_names()
+    n_layers = encoder.config.encoder_layers
+    found = [names.index(c) for c in (f"layer{layer}", f"layer{layer}-speaker") if c in names]
+    if not found or not 1 <= layer <= n_layers:
+        raise UserError(f"layer {layer} is out of range: the checkpoint has {n_layers} transformer layers")
+    return found[0]
+
+
+def load_frozen_encoder(checkpoint: Path, device: torch.device):
+    """The encoder of a checkpoint folder, on `device`; a folder that does not load is a one-line UserError."""
+    from ..model.checkpoint import load_encoder
+
+    try:
+        return load_encoder(checkpoint, device=device)
+    except UserError:
+        raise
+    except Exception as exc:  # anything else a broken folder raises: one line, not a traceback
+        raise UserError(f"checkpoint {checkpoint} does not load: {type(exc).__name__}: {exc}") from None

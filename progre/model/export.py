@@ -1,0 +1,87 @@
+"""Encoder weights out of our checkpoints (`progre export`, ours or the release's layout) and the
+official release's weights into one (`progre import-official`)."""
+
+from __future__ import annotations
+
+import pickle
+import re
+from pathlib import Path
+
+import torch
+
+from ..errors import UserError
+from ..io import write_json
+from ..log import logger
+from .checkpoint import CONFIG, WEIGHTS, load_encoder, load_state_dict_checked, write_checkpoint
+from .config import model_config
+from .encoder import ProgREEncoder
+from .official import infer_official_overrides, official_to_ours, ours_to_official, unwrap_checkpoint
+
+OFFICIAL_FILE = "model.pt"
+
+
+def export_encoder(checkpoint: Path, out: Path, official: bool = False) -> ProgREEncoder:
+    """Write the encoder of `checkpoint` (a checkpoint folder, or a run folder holding some) into the
+    folder `out`: model.safetensors + config.json, or with `official` the release's layout as model.pt
+    (+ config.json)."""
+    folder = find_checkpoint(checkpoint)
+    encoder = load_encoder(folder)
+    if official:
+        torch.save(ours_to_official(encoder.state_dict()), out / OFFICIAL_FILE)
+        write_json(out / CONFIG, {"model": encoder.config.to_dict(), "kind": encoder.config.kind,
+                                  "layout": "official", "exported_from": str(folder)})
+    else:
+        write_checkpoint(out, encoder, extra={"exported_from": str(folder)})
+    return encoder
+
+
+def import_official(state_dict: Path, out: Path, size: str = "base") -> ProgREEncoder:
+    """Load a state dict in the official release's layout (a .pt: the state dict itself or a fairseq
+    checkpoint with a "model" entry) into our encoder of `size` and write it into the folder `out`.
+
+    Which branches exist and the CNN's normalisation are read from the tensor names.
+    """
+    state_dict = Path(state_dict)
+    if not state_dict.is_file():
+        raise UserError(f"state dict {state_dict} not found")
+    try:
+        obj = torch.load(state_dict, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if found is None:
+            raise UserError(f"cannot read {state_dict} as a PyTorch file ({_first_line(exc)})") from None
+        raise UserError(f"{state_dict} holds a {found.group(1)} object besides the weights (a fairseq "
+                        f"checkpoint?) and is not unpickled for safety; if you trust it, re-save its weights: "
+                        f"torch.save(torch.load(path, weights_only=False)['model'], 'weights.pt')") from None
+    except Exception as exc:  # not a PyTorch file at all
+        raise UserError(f"cannot read {state_dict} as a PyTorch file ({_first_line(exc)})") from None
+    names = set(unwrap_checkpoint(obj))
+    has_pitch = any(n.startswith("pitch_encoder.") for n in names)
+    has_speaker = any(n.startswith("encoder.astp.") for n in names)
+    config = model_config(size, "progre", pitch_branch=has_pitch, speaker_branch=has_speaker,
+                          **infer_official_overrides(obj))
+    encoder = ProgREEncoder(config)
+    load_state_dict_checked(encoder, official_to_ours(obj), f"{state_dict} (read as a {size} model)")
+    write_checkpoint(out, encoder, extra={"imported_from": str(state_dict), "size": size})
+    return encoder.eval()
+
+
+def find_checkpoint(path: Path) -> Path:
+    """`path` if it is a checkpoint folder, else the most recently written checkpoint folder below it."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"checkpoint {path} not found")
+    if (path / CONFIG).is_file() and (path / WEIGHTS).is_file():
+        return path
+    found = [p.parent for p in path.glob("**/" + WEIGHTS)
+             if (p.parent / CONFIG).is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)]
+    if not found:
+        raise UserError(f"{path} holds no checkpoint folder ({WEIGHTS} + {CONFIG})")
+    latest = max(found, key=lambda p: (p / WEIGHTS).stat().st_mtime)
+    if len(found) > 1:
+        logger.info("%s holds %d checkpoints; using the latest, %s", path, len(found), latest)
+    return latest
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
