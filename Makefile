@@ -33,6 +33,7 @@ test-all: test test-slow
 ## benchmarks against the anchors; results go to bench/results/ and the README's table
 bench: $(STAMP)
 	$(BIN)/python -m bench.shard
+	$(BIN)/python -m bench.reader
 	$(BIN)/python -m bench.features
 	$(BIN)/python -m bench.kmeans
 	$(BIN)/python -m bench.model

@@ -91,3 +91,69 @@ def test_every_parameter_dvc_tracks_is_in_params_yaml():
             for part in key.split("."):
                 assert isinstance(node, dict) and part in node, f"stage {name} tracks {key}, absent from params.yaml"
                 node = node[part]
+
+
+# --------------------------------------------------------------------------- params -> library settings
+
+
+def _settings_pairs():
+    from progre.cluster.labelling import ClusterSettings
+    from progre.cluster.speakers import SpeakerSettings
+    from progre.data.sharding import ShardSettings
+    from progre.data.synth import SynthSettings
+    from progre.downstream.protocol import EvaluationSettings
+    from progre.features.extract import FeatureSettings
+    from progre.train.data import PlanSettings
+    from progre.train.loop import TrainSettings
+    from progre.train.pretrain import ModelChoice
+
+    return {
+        config.SynthParams: [SynthSettings], config.ShardParams: [ShardSettings],
+        config.FeaturesParams: [FeatureSettings], config.ClusterParams: [ClusterSettings],
+        config.SpeakersParams: [SpeakerSettings], config.PretrainParams: [ModelChoice, PlanSettings, TrainSettings],
+        config.EvaluateParams: [EvaluationSettings],
+    }
+
+
+# parameters a stage hands to the library as arguments rather than inside a settings object
+PASSED_APART = {"synth": {"preset"}, "features": {"device"}, "pretrain": {"speaker_labels"},
+                "evaluate": {"device"}, "speakers": set()}
+
+
+def test_every_library_setting_comes_from_a_parameter_and_no_parameter_is_dropped():
+    import dataclasses
+
+    for params, settings in _settings_pairs().items():
+        names = {f.name for f in dataclasses.fields(params)}
+        covered = set()
+        for cls in settings:
+            fields = {f.name for f in dataclasses.fields(cls)}
+            assert fields <= names, f"{cls.__name__}: {sorted(fields - names)} are not {params.SECTION} parameters"
+            covered |= fields
+        dropped = names - covered - PASSED_APART.get(params.SECTION, set())
+        assert not dropped, f"{params.SECTION}: {sorted(dropped)} reach no library setting"
+
+
+def test_params_to_settings_copies_values_by_name():
+    from progre.train.loop import TrainSettings
+
+    p = PretrainParams(lr=2e-3, betas=[0.8, 0.9], max_steps=7)
+    s = p.to(TrainSettings)
+    assert (s.lr, s.betas, s.max_steps, s.seed) == (2e-3, [0.8, 0.9], 7, p.seed)
+    assert p.to(TrainSettings, lr=1.0).lr == 1.0
+
+
+def test_the_library_never_imports_the_cli_parameters():
+    """Every module of the library imports without progre.config (only cli.py and config.py may)."""
+    import subprocess
+    import sys
+
+    modules = sorted(".".join(p.relative_to(REPO).with_suffix("").parts) for p in (REPO / "progre").rglob("*.py")
+                     if p.name != "__init__.py" and p.stem not in ("cli", "config"))
+    code = ("import importlib, sys\n"
+            f"for name in {modules!r}:\n"
+            "    importlib.import_module(name)\n"
+            "print('progre.config' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "False"

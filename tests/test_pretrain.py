@@ -211,3 +211,38 @@ def test_labels_at_the_wrong_rate_or_with_missing_keys(phone_shards, phone_label
     pq.write_table(table.filter(pa.array(keep)), tmp_path / "partial" / "labels.parquet")
     summary = pretrain_stage.run(tiny(max_steps=1), tmp_path / "r2", phone_shards, tmp_path / "partial", pitch)
     assert summary["skipped_no_labels"] == 1
+
+
+def test_a_checkpoint_of_the_previous_format_resumes(phone_shards, phone_labels, tmp_path):
+    """Upgrading mid-run keeps the run: state.pt files that stored every pretrain param ("recipe") beside
+    a "compat" record resume, to the same weights as a run that was never interrupted."""
+    labels, pitch = phone_labels
+    pretrain_stage.run(tiny(max_steps=6), tmp_path / "straight", phone_shards, labels, pitch)
+    pretrain_stage.run(tiny(max_steps=3), tmp_path / "old", phone_shards, labels, pitch)
+    path = tmp_path / "old" / "train_state" / "checkpoints" / "step-00000003" / "state.pt"
+    state = torch.load(path, weights_only=False)
+    key = state.pop("resume")
+    params = tiny(max_steps=3).to_dict()
+    state["recipe"] = {k: v for k, v in params.items() if k not in {"log_every", "valid_every", "valid_batches",
+                                                                      "checkpoint_every", "keep_last", "num_workers",
+                                                                      "max_bad_steps", "max_steps"}}
+    state["compat"] = {"model": key["model_config"], "num_labels": key["num_labels"],
+                       "num_speakers": key["num_speakers"], "label_rate": key["label_rate"], "corpus": key["corpus"]}
+    torch.save(state, path)
+    summary = pretrain_stage.run(tiny(max_steps=6), tmp_path / "old", phone_shards, labels, pitch)
+    assert summary["steps"] == 6 and not (tmp_path / "old" / "train_state" / "superseded").exists()
+    a, b = weights(tmp_path / "straight"), weights(tmp_path / "old")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
+
+
+def test_resume_compares_the_weight_changing_settings_only():
+    from progre.train.loop import DEFAULTS, differing_settings
+
+    saved = {"lr": 1e-3, "seed": 1, "unmasked_loss_weight": 0.0}
+    assert differing_settings(saved, {"lr": 1e-3, "seed": 1}) == []
+    assert differing_settings(saved, {"lr": 2e-3, "seed": 1}) == ["lr"]
+    # a setting the checkpoint predates: unchanged while it keeps its default
+    assert differing_settings({"lr": 1e-3}, {"lr": 1e-3, "speaker_loss_weight": DEFAULTS["speaker_loss_weight"]}) == []
+    assert differing_settings({"lr": 1e-3}, {"lr": 1e-3, "speaker_loss_weight": 0.5}) == ["speaker_loss_weight"]
+    assert differing_settings({}, {"corpus": "abc"}) == ["corpus"]  # no default: must be recorded
