@@ -68,14 +68,43 @@ def to_model_input(data: np.ndarray, rate: int, *, silence_peak: float = 1e-4,
 
 
 def read_audio_file(path: str | Path) -> tuple[np.ndarray, int]:
-    """Decode any soundfile-readable file to (frames x channels float32, rate); BadAudio if unreadable."""
+    """Decode any soundfile-readable file to (frames x channels float32, rate); BadAudio if it is
+    unreadable, or truncated (fewer frames decode than its header declares)."""
     if Path(path).stat().st_size == 0:
         raise BadAudio("empty file (0 bytes)")
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        with sf.SoundFile(str(path)) as f:
+            declared, rate = f.frames, f.samplerate
+            data = f.read(dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
         raise BadAudio(f"unreadable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    declared = max(declared, wav_declared_frames(path) or 0)  # libsndfile trims a WAV's count to the file
+    if len(data) < declared:
+        raise BadAudio(f"truncated ({len(data)} of the {declared} frames its header declares)")
     return data, rate
+
+
+def wav_declared_frames(path: str | Path) -> int | None:
+    """Frames that a RIFF/WAVE file's data chunk declares (None for other files, or an unknown size)."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        block_align = None
+        while chunk := f.read(8):
+            if len(chunk) < 8:
+                return None
+            name, size = chunk[:4], int.from_bytes(chunk[4:], "little")
+            if name == b"fmt ":
+                fmt = f.read(size + size % 2)
+                block_align = int.from_bytes(fmt[12:14], "little") if len(fmt) >= 14 else None
+            elif name == b"data":
+                if not block_align or size in (0, 0xFFFFFFFF):  # streamed WAVs leave the size open
+                    return None
+                return size // block_align
+            else:
+                f.seek(size + size % 2, 1)
+    return None
 
 
 def encode_flac(wav: np.ndarray, subtype: str = "PCM_16") -> bytes:

@@ -49,7 +49,8 @@ class ReleaseSize(str, Enum):
 ParamsOpt = typer.Option(None, "--params", help="params.yaml to read (default: ./params.yaml if present)")
 SetOpt = typer.Option(None, "--set", "-s", help="override a parameter of this stage: KEY=VALUE (repeatable); "
                                                 "`progre params SECTION` lists them")
-OverwriteOpt = typer.Option(False, "--overwrite", help="replace the output if it exists")
+OverwriteOpt = typer.Option(False, "--overwrite", help="replace the output folder if it exists (only a folder that "
+                                                      "progre wrote; never one holding an input)")
 
 
 def _params_file(path: Optional[Path]) -> Optional[Path]:
@@ -138,6 +139,7 @@ def features(
                                                         "WORLD_SIZE from torchrun, else 1)"),
     params: Optional[Path] = ParamsOpt,
     set_: Optional[list[str]] = SetOpt,
+    overwrite: bool = OverwriteOpt,
 ) -> None:
     """Extract MFCC, pitch contours or hidden features of a layer, for k-means and training."""
     overrides = list(set_ or []) + ([f"layer={layer}"] if layer is not None else [])
@@ -145,7 +147,7 @@ def features(
     from stages import features as stage
 
     stage.run(p, kind=kind.value, shards=shards, out=out, checkpoint=checkpoint, rank=rank, world_size=world_size,
-              pitch=pitch)
+              pitch=pitch, overwrite=overwrite)
 
 
 @app.command(epilog=_epilog(config.ClusterParams))
@@ -157,12 +159,13 @@ def cluster(
     iteration: Optional[int] = typer.Option(None, help="also read params section cluster_iter<N>"),
     params: Optional[Path] = ParamsOpt,
     set_: Optional[list[str]] = SetOpt,
+    overwrite: bool = OverwriteOpt,
 ) -> None:
     """Fit FAISS k-means on the sampled features and label every frame of every utterance."""
     p = _load(config.ClusterParams, params, set_, iteration)
     from stages import cluster as stage
 
-    stage.run(p, features=features_dir, shards=shards, out=out)
+    stage.run(p, features=features_dir, shards=shards, out=out, overwrite=overwrite)
 
 
 @app.command("pseudo-speakers", epilog=_epilog(config.SpeakersParams))
@@ -172,12 +175,13 @@ def pseudo_speakers(
     checkpoint: Optional[Path] = typer.Option(None, help="model checkpoint (embedding=layer_mean)"),
     params: Optional[Path] = ParamsOpt,
     set_: Optional[list[str]] = SetOpt,
+    overwrite: bool = OverwriteOpt,
 ) -> None:
     """Cluster utterance embeddings into pseudo-speaker ids for corpora without speaker labels."""
     p = _load(config.SpeakersParams, params, set_)
     from stages import speakers as stage
 
-    stage.run(p, shards=shards, out=out, checkpoint=checkpoint)
+    stage.run(p, shards=shards, out=out, checkpoint=checkpoint, overwrite=overwrite)
 
 
 @app.command(epilog=_epilog(config.PretrainParams))
@@ -213,28 +217,30 @@ def evaluate(
     cache: Path = typer.Option(Path(".cache/hidden"), help="hidden-state cache folder"),
     params: Optional[Path] = ParamsOpt,
     set_: Optional[list[str]] = SetOpt,
+    overwrite: bool = OverwriteOpt,
 ) -> None:
     """Fit layer weights and task heads on a frozen upstream and score the downstream tasks."""
     overrides = list(set_ or []) + ([f"tasks={','.join(task)}"] if task else [])
     p = _load(config.EvaluateParams, params, overrides)
     from stages import evaluate as stage
 
-    stage.run(p, upstream=upstream, out=out, shards=shards, pitch=pitch, name=name, cache=cache)
+    stage.run(p, upstream=upstream, out=out, shards=shards, pitch=pitch, name=name, cache=cache, overwrite=overwrite)
 
 
 @app.command(epilog=_epilog(config.ReportParams))
 def report(
     results: list[Path] = typer.Argument(..., help="evaluation output folders (one per upstream, or per "
                                                    "upstream and task)"),
-    out: Path = typer.Option(Path("reports/report.md"), "--out", "-o", help="markdown report to write"),
+    out: Path = typer.Option(Path("reports"), "--out", "-o", help="output folder: report.md and its figures"),
     params: Optional[Path] = ParamsOpt,
     set_: Optional[list[str]] = SetOpt,
+    overwrite: bool = OverwriteOpt,
 ) -> None:
     """Write one markdown table across upstreams and tasks, with the layer-weight plots."""
     p = _load(config.ReportParams, params, set_)
     from stages import report as stage
 
-    stage.run(p, results=results, out=out)
+    stage.run(p, results=results, out=out, overwrite=overwrite)
 
 
 @app.command("export")
@@ -243,11 +249,12 @@ def export_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="output folder: model.safetensors + config.json"),
     official: bool = typer.Option(False, help="write the official release's PyTorch state-dict layout "
                                               "(model.pt) instead"),
+    overwrite: bool = OverwriteOpt,
 ) -> None:
     """Export the encoder weights (no training heads) of a checkpoint."""
     from stages import export as stage
 
-    stage.export(checkpoint=checkpoint, out=out, official=official)
+    stage.export(checkpoint=checkpoint, out=out, official=official, overwrite=overwrite)
 
 
 @app.command("import-official")
@@ -256,11 +263,12 @@ def import_official(
                                                 "fairseq checkpoint with a 'model' entry)"),
     out: Path = typer.Option(..., "--out", "-o", help="output checkpoint folder of ours"),
     size: ReleaseSize = typer.Option(ReleaseSize.base, help="model size of the release"),
+    overwrite: bool = OverwriteOpt,
 ) -> None:
     """Import released ProgRE weights into a checkpoint folder usable by every stage."""
     from stages import export as stage
 
-    stage.import_official(state_dict=state_dict, out=out, size=size.value)
+    stage.import_official(state_dict=state_dict, out=out, size=size.value, overwrite=overwrite)
 
 
 def main() -> None:

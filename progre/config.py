@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -28,9 +29,10 @@ S = TypeVar("S")
 
 
 def param(default: Any, help: str, *, choices: tuple | None = None,
-          min: float | None = None, max: float | None = None) -> Any:
-    """A dataclass field with its help text and its allowed values."""
-    meta = {"help": help, "choices": choices, "min": min, "max": max}
+          min: float | None = None, max: float | None = None, above: float | None = None) -> Any:
+    """A dataclass field with its help text and its allowed values (`min`/`max` inclusive, `above`
+    exclusive). Numbers must be finite."""
+    meta = {"help": help, "choices": choices, "min": min, "max": max, "above": above}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -120,14 +122,19 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool):
             raise UserError(f"{where}: expected a number, got {value!r}")
+        number = None
         if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise UserError(f"{where}: expected a number, got {value!r}")
+        if number is None:
+            raise UserError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(number):
+            raise UserError(f"{where}: expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
@@ -143,9 +150,11 @@ def _check_field(f: dataclasses.Field, value: Any, where: str) -> None:
     for v in values:
         if choices and v not in choices:
             raise UserError(f"{where}: {v!r} is not one of {', '.join(map(str, choices))}")
-        lo, hi = f.metadata.get("min"), f.metadata.get("max")
+        lo, hi, above = f.metadata.get("min"), f.metadata.get("max"), f.metadata.get("above")
         if lo is not None and v < lo:
             raise UserError(f"{where}: {v!r} is below the minimum {lo}")
+        if above is not None and v <= above:
+            raise UserError(f"{where}: {v!r} must be above {above}")
         if hi is not None and v > hi:
             raise UserError(f"{where}: {v!r} is above the maximum {hi}")
 
@@ -356,9 +365,9 @@ class PretrainParams(Params):
                                              "pred_nomask_weight; HuBERT: 0)", min=0.0)
     conv_grad_scale: float = param(0.1, "gradient scale of the CNN feature encoder", min=0.0)
     # optimisation
-    lr: float = param(5e-4, "peak learning rate", min=0.0)
+    lr: float = param(5e-4, "peak learning rate", above=0.0)
     betas: list[float] = param([0.9, 0.98], "Adam betas")
-    eps: float = param(1e-6, "Adam epsilon", min=0.0)
+    eps: float = param(1e-6, "Adam epsilon", above=0.0)
     weight_decay: float = param(0.01, "weight decay (AdamW-style, decoupled)", min=0.0)
     warmup_steps: int = param(32000, "linear warm-up steps", min=0)
     max_steps: int = param(400000, "optimizer updates", min=1)
@@ -398,7 +407,7 @@ class EvaluateParams(Params):
     tasks: list[str] = param(["sid", "pr", "asr", "er"], "downstream tasks", choices=("sid", "pr", "asr", "er"))
     lr: list[float] | None = param(None, "learning rates of heads and layer weights; each is tried and the "
                                          "one with the best valid score kept (null: each task's default: SID and "
-                                         "ER [1e-2, 1e-3], PR [1e-1, 3e-2], ASR [1e-2])", min=0.0)
+                                         "ER [1e-2, 1e-3], PR [1e-1, 3e-2], ASR [1e-2])", above=0.0)
     batch_size: int = param(16, "utterances per batch", min=1)
     max_epochs: int | None = param(None, "upper bound of training epochs per task (null: each task's default: "
                                          "SID and ER 100, PR 80, ASR 20)", min=1)

@@ -9,14 +9,15 @@ from progre.cluster.labelling import ClusterSettings, fit_and_label
 from progre.config import ClusterParams
 from progre.data.shards import Shards
 from progre.features.store import FeatureStore
-from progre.io import atomic_dir, write_json
+from progre.io import write_json
 from progre.log import logger
+from progre.outputs import output_folder
 
 
-def run(p: ClusterParams, features: Path, shards: Path, out: Path) -> dict:
-    store, corpus = FeatureStore(features), Shards(shards)
-    with atomic_dir(out, overwrite=True) as tmp:
-        metrics = fit_and_label(store, corpus, p.to(ClusterSettings, phone_splits=tuple(p.phone_splits)), tmp)
+def run(p: ClusterParams, features: Path, shards: Path, out: Path, overwrite: bool = False) -> dict:
+    with output_folder(out, "cluster", overwrite=overwrite, inputs=[features, shards]) as tmp:
+        metrics = fit_and_label(FeatureStore(features), Shards(shards),
+                                p.to(ClusterSettings, phone_splits=tuple(p.phone_splits)), tmp)
         write_json(tmp / "metrics.json", metrics)
     quality = ", ".join(f"{k} {metrics[k]:.3f}" for k in ("pnmi", "phone_purity", "cluster_purity") if k in metrics)
     logger.info("labels written to %s: %d of %d clusters used%s", out, metrics["clusters_used"], p.n_clusters,

@@ -11,17 +11,18 @@ from progre.data.shards import Shards
 from progre.device import resolve_device
 from progre.downstream.protocol import EvaluationSettings, evaluate_upstream
 from progre.downstream.upstreams import parse_upstream
-from progre.io import atomic_dir, write_json
+from progre.io import write_json
 from progre.log import logger
+from progre.outputs import output_folder
 
 
 def run(p: EvaluateParams, upstream: str, out: Path, shards: Path, pitch: Optional[Path] = None,
-        name: Optional[str] = None, cache: Path = Path(".cache/hidden")) -> dict:
+        name: Optional[str] = None, cache: Path = Path(".cache/hidden"), overwrite: bool = False) -> dict:
     """Evaluate `upstream` on every task of `p.tasks`; returns the summary (also in out/summary.json)."""
     up = parse_upstream(upstream, name)
     settings = p.to(EvaluationSettings, tasks=tuple(p.tasks), lr=None if p.lr is None else tuple(p.lr))
     corpus = Shards(shards)
-    with atomic_dir(out) as tmp:
+    with output_folder(out, "evaluate", overwrite=overwrite, inputs=[shards, pitch, up.checkpoint, cache]) as tmp:
         summary = evaluate_upstream(up, corpus, tmp, settings, resolve_device(p.device), cache, pitch)
         write_json(tmp / "summary.json", summary)
     done = ", ".join(f"{name.upper()} {t['metric']} {t['test']:.3f}" if t["status"] == "ok" else

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from progre.io import atomic_dir
 from progre.log import logger
+from progre.outputs import output_folder
 from progre.model.export import OFFICIAL_FILE, export_encoder, import_official as import_release
 
 
-def export(checkpoint: Path, out: Path, official: bool = False) -> Path:
-    with atomic_dir(out) as tmp:
+def export(checkpoint: Path, out: Path, official: bool = False, overwrite: bool = False) -> Path:
+    with output_folder(out, "export", overwrite=overwrite, inputs=[checkpoint]) as tmp:
         encoder = export_encoder(checkpoint, tmp, official)
     logger.info("exported the encoder of %s (%s, %d parameters) to %s%s", checkpoint, encoder.config.kind,
                 encoder.num_parameters(), out / OFFICIAL_FILE if official else out,
@@ -19,8 +19,8 @@ def export(checkpoint: Path, out: Path, official: bool = False) -> Path:
     return out
 
 
-def import_official(state_dict: Path, out: Path, size: str = "base"):
-    with atomic_dir(out) as tmp:
+def import_official(state_dict: Path, out: Path, size: str = "base", overwrite: bool = False):
+    with output_folder(out, "import-official", overwrite=overwrite, inputs=[state_dict]) as tmp:
         encoder = import_release(state_dict, tmp, size)
     logger.info("imported %s as a %s %s encoder (%d parameters) into %s", state_dict, size, encoder.config.kind,
                 encoder.num_parameters(), out)

@@ -8,15 +8,13 @@ from rich.table import Table
 
 from progre.config import ShardParams
 from progre.data.sharding import ShardSettings, shard_corpus
-from progre.errors import UserError
-from progre.io import atomic_dir, write_json
+from progre.io import write_json
 from progre.log import console, is_quiet, logger
+from progre.outputs import output_folder
 
 
 def run(p: ShardParams, corpus: Path, out: Path, metadata: Path | None = None, overwrite: bool = False) -> dict:
-    if out.exists() and not overwrite:
-        raise UserError(f"output {out} already exists (pass --overwrite to replace it)")
-    with atomic_dir(out, overwrite=True) as tmp:
+    with output_folder(out, "shard", overwrite=overwrite, inputs=[corpus, metadata]) as tmp:
         summary = shard_corpus(corpus, tmp, p.to(ShardSettings), metadata)
         write_json(tmp / "summary.json", summary)
     _print_summary(summary, out)

@@ -9,13 +9,14 @@ from progre.cluster.speakers import SpeakerSettings, pseudo_speakers
 from progre.config import SpeakersParams
 from progre.data.shards import Shards
 from progre.device import resolve_device
-from progre.io import atomic_dir, write_json
+from progre.io import write_json
 from progre.log import logger
+from progre.outputs import output_folder
 
 
-def run(p: SpeakersParams, shards: Path, out: Path, checkpoint: Path | None = None) -> dict:
+def run(p: SpeakersParams, shards: Path, out: Path, checkpoint: Path | None = None, overwrite: bool = False) -> dict:
     corpus = Shards(shards)
-    with atomic_dir(out, overwrite=True) as tmp:
+    with output_folder(out, "pseudo-speakers", overwrite=overwrite, inputs=[shards, checkpoint]) as tmp:
         metrics = pseudo_speakers(corpus, p.to(SpeakerSettings), tmp, resolve_device("auto"), checkpoint)
         write_json(tmp / "metrics.json", metrics)
     logger.info("pseudo speakers: %s", ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"

@@ -8,17 +8,14 @@ from rich.table import Table
 
 from progre.config import SynthParams
 from progre.data.synth import SynthSettings, synthesize_corpus
-from progre.errors import UserError
-from progre.io import atomic_dir, write_json
+from progre.io import write_json
 from progre.log import console, is_quiet
+from progre.outputs import output_folder
 
 
 def run(p: SynthParams, out: Path, overwrite: bool = False) -> dict:
     """Synthesise the corpus into `out` and print a summary table."""
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise UserError(f"output {out} already exists (pass --overwrite to replace it)")
-    with atomic_dir(out, overwrite=overwrite) as tmp:
+    with output_folder(out, "synth", overwrite=overwrite) as tmp:
         summary = synthesize_corpus(p.to(SynthSettings, styles=tuple(p.styles), **p.resolved()), tmp)
         write_json(tmp / "summary.json", summary)
     if not is_quiet():

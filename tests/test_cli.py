@@ -45,5 +45,6 @@ def test_bad_parameter_is_one_line_with_exit_status_2(tmp_path):
 
 def test_unknown_params_section_and_missing_feature_folder(tmp_path):
     assert run_cli("params", "nope").returncode == 2
-    result = run_cli("cluster", "--features", str(tmp_path), "--out", str(tmp_path / "k"), cwd=tmp_path)
+    (tmp_path / "f").mkdir()
+    result = run_cli("cluster", "--features", str(tmp_path / "f"), "--out", str(tmp_path / "k"), cwd=tmp_path)
     assert result.returncode == 2 and "not a feature folder" in result.stderr and "Traceback" not in result.stderr

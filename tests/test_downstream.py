@@ -295,3 +295,37 @@ def test_training_data_utterance_means_are_means(tmp_path: Path):
     assert means["u1"].dtype == np.float16
     assert np.allclose(means["u1"], 2 * frames["u1"].mean(0).reshape(2, 3))
     assert np.allclose(means["u2"], 2 * np.ones((2, 3)))
+
+
+def test_the_hidden_state_cache_key_covers_the_code_the_weights_and_the_pitch(tmp_path, monkeypatch):
+    """An edit of the MFCC code, new weights or other pitch contours give another cache entry."""
+    import progre.features.mfcc as mfcc_module
+    from progre.downstream.upstreams import cache_key, upstream_identity
+    from progre.model import ProgREEncoder, model_config, save_checkpoint
+
+    def key(upstream, pitch=None):
+        return cache_key(upstream_identity(upstream, seed=1, pitch=pitch), "corpus", "float16")
+
+    mfcc = parse_upstream("mfcc")
+    before = key(mfcc)
+    edited = tmp_path / "mfcc.py"
+    edited.write_text(Path(mfcc_module.__file__).read_text() + "\n# an edit\n")
+    monkeypatch.setattr(mfcc_module, "__file__", str(edited))
+    assert key(mfcc) != before
+    monkeypatch.undo()
+    assert key(mfcc) == before
+
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "a", ProgREEncoder(model_config("tiny", "progre")))
+    pitch = tmp_path / "pitch"
+    pitch.mkdir()
+    (pitch / "part-000-of-001.npy").write_bytes(b"contours")
+    upstream = parse_upstream(str(tmp_path / "a"))
+    first = key(upstream, pitch)
+    assert key(upstream, pitch) == first and key(upstream) != first
+    (pitch / "part-000-of-001.npy").write_bytes(b"other contours")
+    assert key(upstream, pitch) != first
+    without_pitch = key(upstream)
+    save_checkpoint(tmp_path / "a", ProgREEncoder(model_config("tiny", "progre")))  # other weights
+    assert key(upstream) != without_pitch
+    assert key(parse_upstream(f"random:{tmp_path / 'a'}")) not in (key(upstream), without_pitch)

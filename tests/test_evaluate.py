@@ -107,8 +107,9 @@ def test_random_init_and_mfcc_upstreams_and_the_report(tiny, progre_eval):
     kinds = sorted(p.name.split("-")[0] for p in tiny["cache"].iterdir() if not p.name.startswith("."))
     assert kinds == ["checkpoint", "mfcc", "random"]
 
+    result = report.run(ReportParams(title="Tiny"), results=[progre_eval, mfcc_out, random_out],
+                        out=tiny["base"] / "reports")
     md = tiny["base"] / "reports" / "report.md"
-    result = report.run(ReportParams(title="Tiny"), results=[progre_eval, mfcc_out, random_out], out=md)
     text = md.read_text()
     assert result["upstreams"] == ["progre", "mfcc", "random-progre"]
     header = next(line for line in text.splitlines() if line.startswith("| upstream"))
@@ -133,13 +134,13 @@ def test_report_merges_one_task_folders_of_an_upstream(tiny, progre_eval):
         shutil.copytree(progre_eval / task, folder / task)
         parts.append(folder)
     parts.append(progre_eval / "pr")  # a task folder given directly
-    md = tiny["base"] / "merged" / "report.md"
-    result = report.run(ReportParams(), results=parts, out=md)
+    out = tiny["base"] / "merged"
+    result = report.run(ReportParams(), results=parts, out=out)
     assert result["upstreams"] == ["progre"] and result["tasks"] == ["sid", "pr", "er"]
     with pytest.raises(UserError, match="two sid results"):
-        report.run(ReportParams(), results=[progre_eval, parts[0]], out=md)
+        report.run(ReportParams(), results=[progre_eval, parts[0]], out=out, overwrite=True)
     with pytest.raises(UserError, match="not found"):
-        report.run(ReportParams(), results=[tiny["base"] / "nowhere"], out=md)
+        report.run(ReportParams(), results=[tiny["base"] / "nowhere"], out=out, overwrite=True)
 
 
 def test_a_task_without_labels_is_skipped_and_the_others_run(tiny):
@@ -151,9 +152,8 @@ def test_a_task_without_labels_is_skipped_and_the_others_run(tiny):
     assert er["status"] == "skipped" and "no style labels" in er["reason"]
     assert not (out / "er" / "layer_weights.png").exists()
     assert summary["tasks"]["sid"]["status"] == "ok" and summary["tasks"]["er"]["status"] == "skipped"
-    md = tiny["base"] / "no-style-report.md"
-    report.run(ReportParams(), results=[out], out=md)
-    assert "skipped" in md.read_text()
+    report.run(ReportParams(), results=[out], out=tiny["base"] / "no-style-report")
+    assert "skipped" in (tiny["base"] / "no-style-report" / "report.md").read_text()
 
 
 def test_a_split_without_utterances_leaves_nothing_to_run(tiny):

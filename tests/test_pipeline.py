@@ -6,6 +6,7 @@ and that `dvc exp run -S` of an evaluation parameter reruns only evaluation and 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -100,3 +101,14 @@ def test_repro_produces_every_output_then_does_nothing_then_reruns_only_evaluati
     experiment = run(["dvc", "exp", "run", "-S", "evaluate.seed=7"], workspace)
     assert ran_stages(experiment) == {"evaluate@mfcc", "evaluate@random", "evaluate@hubert", "evaluate@progre",
                                       "report"}
+
+    # a default in progre/config.py is an effective parameter of every stage: all of them are stale
+    config = workspace / "progre" / "config.py"
+    text = config.read_text()
+    assert 'seed: int = param(1234, "random seed: same seed, same corpus")' in text
+    config.write_text(text.replace('param(1234, "random seed: same seed, same corpus")',
+                                   'param(4321, "random seed: same seed, same corpus")'))
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    result = subprocess.run(["dvc", "status", "--json"], cwd=workspace, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert set(json.loads(result.stdout)) == expected_stages

@@ -246,3 +246,36 @@ def test_resume_compares_the_weight_changing_settings_only():
     assert differing_settings({"lr": 1e-3}, {"lr": 1e-3, "speaker_loss_weight": DEFAULTS["speaker_loss_weight"]}) == []
     assert differing_settings({"lr": 1e-3}, {"lr": 1e-3, "speaker_loss_weight": 0.5}) == ["speaker_loss_weight"]
     assert differing_settings({}, {"corpus": "abc"}) == ["corpus"]  # no default: must be recorded
+
+
+def test_a_broken_latest_checkpoint_is_set_aside_and_the_one_before_resumes(phone_shards, phone_labels, tmp_path,
+                                                                            monkeypatch):
+    labels, pitch = phone_labels
+    p = tiny(max_steps=6, checkpoint_every=2, keep_last=2)
+    pretrain_stage.run(p, tmp_path / "straight", phone_shards, labels, pitch)
+    real_step = Trainer.train_step
+
+    def dies_at_update_5(self, batches):
+        if self.step == 5:
+            raise KeyboardInterrupt
+        return real_step(self, batches)
+
+    monkeypatch.setattr(Trainer, "train_step", dies_at_update_5)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain_stage.run(p, tmp_path / "killed", phone_shards, labels, pitch)
+    monkeypatch.setattr(Trainer, "train_step", real_step)
+    checkpoints = tmp_path / "killed" / "train_state" / "checkpoints"
+    state = checkpoints / "step-00000004" / "state.pt"
+    state.write_bytes(state.read_bytes()[:len(state.read_bytes()) // 2])  # cut in half, as by a kill or a full disk
+    leftover = checkpoints / ".step-00000006.x1y2.tmp"  # a checkpoint write that a kill -9 interrupted
+    (leftover / "model").mkdir(parents=True)
+    summary = pretrain_stage.run(p, tmp_path / "killed", phone_shards, labels, pitch)
+    assert summary["steps"] == 6 and not leftover.exists()
+    assert (tmp_path / "killed" / "train_state" / "broken" / "step-00000004" / "state.pt").is_file()
+    a, b = weights(tmp_path / "straight"), weights(tmp_path / "killed")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
+    from progre.train.metrics import MetricsLog
+
+    steps = [s for s, _ in MetricsLog.history(tmp_path / "killed" / "train_state" / "dvclive", "train/loss_masked")]
+    assert steps == sorted(set(steps))  # steps 3-4 were logged before the kill and not again

@@ -159,6 +159,7 @@ def test_user_errors(tmp_path, messy_corpus):
     with pytest.raises(UserError, match="does not exist"):
         shard_stage.run(ShardParams(), tmp_path / "nope", tmp_path / "out")
     (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("mine")
     with pytest.raises(UserError, match="already exists"):
         shard_stage.run(ShardParams(), messy_corpus, tmp_path / "out")
     (tmp_path / "empty").mkdir()

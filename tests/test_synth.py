@@ -181,5 +181,11 @@ def test_existing_output_needs_overwrite(corpora, tmp_path):
     out = tmp_path / "corpus"
     out.mkdir()
     (out / "stale.txt").write_text("old")
-    stage.run(SynthParams(preset="tiny", n_speakers=1), out=out, overwrite=True)
-    assert not (out / "stale.txt").exists() and (out / "metadata.parquet").is_file()
+    with pytest.raises(UserError, match="progre did not write"):  # not ours: kept, even with --overwrite
+        stage.run(SynthParams(preset="tiny", n_speakers=1), out=out, overwrite=True)
+    assert (out / "stale.txt").read_text() == "old"
+    ours = tmp_path / "ours"
+    stage.run(SynthParams(preset="tiny", n_speakers=1), out=ours)
+    (ours / "stale.txt").write_text("old")
+    stage.run(SynthParams(preset="tiny", n_speakers=1), out=ours, overwrite=True)
+    assert not (ours / "stale.txt").exists() and (ours / "metadata.parquet").is_file()

@@ -4,7 +4,7 @@ Three layouts are understood:
 
 - LibriSpeech: ``[subset/]speaker/chapter/*.flac`` with ``speaker-chapter.trans.txt``; the split
   comes from the subset name (train-* -> train, dev-* -> valid, test-* -> test).
-- A folder of audio (wav/flac/ogg, searched recursively) with an optional metadata table
+- A folder of audio (wav/flac/ogg/mp3, searched recursively) with an optional metadata table
   (csv/tsv/parquet) whose ``path`` column names files relative to the folder, and any of
   ``key``, ``speaker``, ``text``, ``phones``, ``phone_start``, ``phone_end``, ``style``,
   ``split``. In csv/tsv, list columns are space-separated.
@@ -17,7 +17,9 @@ Readers yield `CorpusItem`s and report unusable rows as `Reject`s; nothing is dr
 from __future__ import annotations
 
 import csv
+import math
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,7 @@ import pyarrow.parquet as pq
 
 from ..errors import UserError
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 LIST_COLUMNS = ("phones", "phone_start", "phone_end")
 SPLITS = ("train", "valid", "test")
 
@@ -165,6 +167,7 @@ def _read_folder(root: Path, metadata: Path | None, default_split: str) -> tuple
     rows = _read_table(metadata) if metadata is not None else []
     items, rejects = [], []
     listed: set[Path] = set()
+    named: list[tuple[Path, dict[str, Any]]] = []  # items whose key comes from their path
     for row in rows:
         if not row.get("path"):
             rejects.append(Reject(str(metadata), "metadata row without a path"))
@@ -177,14 +180,27 @@ def _read_folder(root: Path, metadata: Path | None, default_split: str) -> tuple
         listed.add(path.resolve())
         meta = {k: v for k, v in row.items() if k not in ("path", "key") and v is not None}
         meta["split"] = _valid_split(meta.get("split"), default_split, path)
-        key = sanitize_key(str(row.get("key") or path.relative_to(root).with_suffix("")))
-        items.append(CorpusItem(key, path, meta))
-    for path in audio_files:
-        if path.resolve() in listed:
-            continue
-        key = sanitize_key(str(path.relative_to(root).with_suffix("")))
-        items.append(CorpusItem(key, path, {"split": default_split}))
-    return items, rejects
+        if row.get("key"):
+            items.append(CorpusItem(sanitize_key(str(row["key"])), path, meta))
+        else:
+            named.append((path, meta))
+    named += [(path, {"split": default_split}) for path in audio_files if path.resolve() not in listed]
+    return items + _keys_from_paths(root, named), rejects
+
+
+def _keys_from_paths(root: Path, named: list[tuple[Path, dict[str, Any]]]) -> list[CorpusItem]:
+    """Keys from the paths relative to the corpus, without the suffix; files that share a path up to
+    the suffix (clip.mp3, clip.ogg) keep it in the key (clip_mp3, clip_ogg), so neither is lost."""
+    def stem_key(path: Path) -> str:
+        return sanitize_key(str(path.relative_to(root).with_suffix("")) if path.is_relative_to(root)
+                            else str(path.with_suffix("")))
+
+    counts = Counter(stem_key(path) for path, _ in named)
+    items = []
+    for path, meta in named:
+        key = stem_key(path)
+        items.append(CorpusItem(key if counts[key] == 1 else sanitize_key(f"{key}_{path.suffix[1:]}"), path, meta))
+    return items
 
 
 def _valid_split(split: Any, default: str, path: Path) -> str:
@@ -197,19 +213,29 @@ def _valid_split(split: Any, default: str, path: Path) -> str:
 
 
 def _read_table(path: Path) -> list[dict[str, Any]]:
-    """Rows of a csv/tsv/parquet metadata table as dicts (list columns parsed)."""
+    """Rows of a csv/tsv/parquet metadata table as dicts (list columns parsed); a table that cannot be
+    read is a one-line UserError naming the file and row."""
     if not path.is_file():
         raise UserError(f"metadata table {path} does not exist")
     if path.suffix == ".parquet":
-        rows = pq.read_table(path).to_pylist()
+        try:
+            rows = pq.read_table(path).to_pylist()
+        except Exception as exc:  # pyarrow's errors for a damaged or foreign file
+            raise UserError(f"metadata table {path} cannot be read as parquet ({exc})") from None
     elif path.suffix in (".csv", ".tsv"):
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f, delimiter="\t" if path.suffix == ".tsv" else ","))
-        for row in rows:
+        try:
+            with open(path, newline="", encoding="utf-8-sig") as f:
+                rows = list(csv.DictReader(f, delimiter="\t" if path.suffix == ".tsv" else ","))
+        except UnicodeDecodeError as exc:
+            raise UserError(f"metadata table {path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at "
+                            f"offset {exc.start}); save it as UTF-8") from None
+        except csv.Error as exc:
+            raise UserError(f"metadata table {path}: {exc}") from None
+        for line, row in enumerate(rows, start=2):  # line 1 is the header
             for col in LIST_COLUMNS:
                 if row.get(col):
                     values = row[col].split()
-                    row[col] = values if col == "phones" else [float(v) for v in values]
+                    row[col] = values if col == "phones" else [_seconds(v, path, line, col) for v in values]
                 elif col in row:
                     row[col] = None
     else:
@@ -217,3 +243,13 @@ def _read_table(path: Path) -> list[dict[str, Any]]:
     if rows and "path" not in rows[0]:
         raise UserError(f"metadata table {path} has no 'path' column")
     return rows
+
+
+def _seconds(value: str, path: Path, line: int, column: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    if not math.isfinite(number):
+        raise UserError(f"metadata table {path}, line {line}: {column} value {value!r} is not a number of seconds")
+    return number

@@ -201,6 +201,9 @@ def shard_corpus(corpus: Path, out_dir: Path, settings: ShardSettings,
     logger.info("sharding %d utterances from %s (%d rejected while reading the corpus)",
                 len(items), corpus, len(rejects))
     summary = write_shards(items, rejects, out_dir, settings)
+    if not summary["utterances"]:
+        reasons = ", ".join(f"{n} {reason}" for reason, n in summary["rejects_by_reason"].items())
+        raise UserError(f"{corpus}: every input was rejected ({reasons}); nothing to shard")
     summary["flac_subtype"] = settings.flac_subtype
     return summary
 

@@ -1,11 +1,15 @@
 """Downstream evaluation of frozen upstreams (SUPERB-style).
 
-- `hidden`: upstreams (a checkpoint, `mfcc`, `random:<checkpoint>`) and the on-disk hidden-state cache
+- `upstreams`: upstreams (a checkpoint, `mfcc`, `random:<checkpoint>`) and the on-disk hidden-state cache
 - `featurizer`: the learned softmax-weighted sum of hidden states
 - `data`: batches of cached states (frames, or utterance means)
 - `tasks`: SID, PR, ASR, ER: labels, heads, losses, decoding, metrics
 - `heads`: linear and BiLSTM heads; `ctc`: CTC loss and greedy decoding
 - `metrics`: edit distance, PER, WER, CER, accuracy
 - `train`: fitting a head with early stopping on valid, scoring test
+- `protocol`: `progre evaluate`, every task on one upstream
 - `plots`: layer-weight bar plots
 """
+
+TASKS = ("sid", "pr", "asr", "er")
+"""The tasks `progre evaluate` knows, in report order."""

@@ -31,7 +31,8 @@ from ..log import logger
 from .data import FrameSplit, PooledSplit, state_statistics, utterance_means
 from .featurizer import Featurizer
 from .plots import WeightPanel, save_weight_plot
-from .tasks import SPLITS, TASKS, Prepared, Task, TaskSkipped, make_task
+from . import TASKS
+from .tasks import SPLITS, Prepared, Task, TaskSkipped, make_task
 from .train import DownstreamModel, FitResult, FitSettings, fit
 from .upstreams import HiddenStates, Upstream, cached_hidden_states
 

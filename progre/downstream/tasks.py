@@ -32,8 +32,6 @@ from .heads import BiLSTMHead, LinearHead
 from .metrics import accuracy, char_error_rate, phone_error_rate, word_error_rate
 
 SPLITS = ("train", "valid", "test")
-TASKS = ("sid", "pr", "asr", "er")
-"""The tasks `progre evaluate` knows, in report order."""
 SILENCE = "sil"
 CHARACTERS = " '" + "abcdefghijklmnopqrstuvwxyz"
 """The ASR alphabet after the blank: space, apostrophe, lower-case letters."""

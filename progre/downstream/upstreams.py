@@ -11,8 +11,9 @@ An upstream is one of
 Hidden states of every utterance of the corpus are computed once (`HiddenStateExtractor`: frozen,
 long audio in chunks) and stored in ``cache/<kind>-<hash>/`` as a feature folder
 (`progre.features.store`) whose rows are the S states of a frame side by side, (T, S * D), float16 by
-default. The hash covers what determines the states: the checkpoint's bytes (or "mfcc", or the
-architecture and seed of a random model), the storage type and the corpus fingerprint. The folder
+default. The hash covers what determines the states: a fingerprint of the code that computes them,
+the checkpoint's bytes (or the architecture and seed of a random model), the pitch folder's contents,
+the storage type and the corpus fingerprint. The folder
 appears atomically, and a lock file serialises concurrent evaluations of the same upstream, so the
 second waits and reads what the first wrote instead of recomputing it.
 """
@@ -38,10 +39,12 @@ from ..features.computers import MfccComputer, batches_by_seconds
 from ..features.hidden import HiddenStateExtractor, load_frozen_encoder
 from ..features.store import FeatureStore, FeatureWriter, open_pitch_store, write_meta
 from ..frames import MFCC_RATE, SAMPLE_RATE, num_frames
+from ..fingerprint import code_fingerprint, package_modules
 from ..io import atomic_dir, file_sha256
 from ..log import logger, progress_bar
+from ..outputs import remove_leftovers
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 """Bump when the cache layout or the meaning of its contents changes (old entries are then ignored)."""
 
 MFCC_NAME = "mfcc"
@@ -90,18 +93,41 @@ def parse_upstream(spec: str, name: Optional[str] = None) -> Upstream:
     return Upstream(kind, name or default, folder, given)
 
 
-def upstream_identity(upstream: Upstream, seed: int) -> dict[str, Any]:
-    """What determines the upstream's hidden states (hashed into the cache key)."""
+MFCC_CODE = ("progre.frames", "progre.audio", "progre.data.shards", "progre.features.mfcc", "progre.features.computers",
+             "progre.downstream.upstreams")
+"""The modules whose code computes an MFCC upstream's states (their fingerprint is part of the cache key)."""
+
+ENCODER_CODE = MFCC_CODE + ("progre.features.hidden", "progre.features.pitch", "progre.features.store")
+"""The same for encoders, besides every module of progre.model."""
+
+
+def upstream_identity(upstream: Upstream, seed: int, pitch: Optional[Path] = None) -> dict[str, Any]:
+    """What determines the upstream's hidden states (hashed into the cache key): the code that computes
+    them, and the weights (a hash of the file), or the architecture and seed of a random model, and the
+    contents of the pitch folder a ProgRE model reads."""
     if upstream.kind == "mfcc":
-        return {"kind": "mfcc"}
+        return {"kind": "mfcc", "code": code_fingerprint(MFCC_CODE)}
     from ..model.checkpoint import WEIGHTS, read_checkpoint_config
 
     assert upstream.checkpoint is not None
     config = read_checkpoint_config(upstream.checkpoint)
+    identity: dict[str, Any] = {"kind": upstream.kind, "model": config["model"],
+                                "code": code_fingerprint(ENCODER_CODE + tuple(package_modules("progre.model")))}
     if upstream.kind == "random":
-        return {"kind": "random", "model": config["model"], "seed": seed}
-    return {"kind": "checkpoint", "model": config["model"],
-            "weights_sha256": file_sha256(upstream.checkpoint / WEIGHTS)}
+        identity["seed"] = seed
+    else:
+        identity["weights_sha256"] = file_sha256(upstream.checkpoint / WEIGHTS)
+    if pitch is not None and config["model"].get("pitch_branch"):
+        identity["pitch"] = folder_sha256(pitch)
+    return identity
+
+
+def folder_sha256(folder: Path) -> str:
+    """A hash of every file's name and bytes in a folder (a pitch feature folder: small)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).iterdir() if p.is_file()):
+        digest.update(path.name.encode() + b"\0" + file_sha256(path).encode())
+    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------- extractors
@@ -195,10 +221,11 @@ def cached_hidden_states(upstream: Upstream, shards: Shards, cache: Path, *, see
                          pitch: Optional[Path] = None, batch_seconds: float = 60.0,
                          dtype: str = "float16") -> HiddenStates:
     """The hidden states of every utterance in `shards`, from the cache or computed into it."""
-    identity = upstream_identity(upstream, seed)
+    identity = upstream_identity(upstream, seed, pitch)
     fingerprint = shards.fingerprint
     folder = Path(cache) / f"{identity['kind']}-{cache_key(identity, fingerprint, dtype)}"
     with _locked(folder.with_name(f".{folder.name}.lock")):
+        remove_leftovers(folder)
         if (folder / "meta.json").is_file():
             logger.info("hidden states of %s: cached in %s", upstream.name, folder)
             return HiddenStates(folder)

@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from ..downstream.plots import WeightPanel, save_weight_grid
-from ..downstream.tasks import TASKS
+from ..downstream import TASKS
 from ..io import atomic_path
-from ..log import logger
 from .collect import TaskResult, UpstreamResults, collect
 from .render import Column, has_weights, render, table_columns, title_of
+
+REPORT = "report.md"
+"""The report's file name in its folder."""
 
 TASK_ORDER = TASKS
 """Columns come in this order; tasks outside it follow, sorted."""
@@ -39,8 +41,6 @@ def write_report(title: str, results: list[Path], out: Path) -> dict[str, Any]:
     markdown = render(title, upstreams, tasks, columns, images)
     with atomic_path(out) as tmp:
         tmp.write_text(markdown)
-    logger.info("report on %s (%s) written to %s", ", ".join(u.name for u in upstreams),
-                ", ".join(t.upper() for t in tasks), out)
     return {"upstreams": [u.name for u in upstreams], "tasks": tasks, "images": {t: str(i) for t, i in images.items()},
             "table": {u.name: {c.header: c.cell(u)[0] for c in columns} for u in upstreams}}
 

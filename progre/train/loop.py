@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..errors import UserError
 from ..log import logger, progress_bar
-from ..model import ModelConfig, ProgREEncoder, ProgREPretrainModel, load_pretrain_model, pretraining_losses
+from ..model import ModelConfig, ProgREEncoder, ProgREPretrainModel, pretraining_losses
 from .checkpoints import CheckpointStore
 from .data import PlanSettings, PretrainData, audio_seconds, loader
 from .distributed import DistInfo, all_true, barrier, mean_over_ranks
@@ -168,14 +168,20 @@ class Trainer:
         return resume_key(self.spec, self.settings, self.data.plan)
 
     def resume(self) -> bool:
-        """Load the newest checkpoint if there is one; True if training continues from it."""
-        latest = self.store.latest()
-        if latest is None:
+        """Load the newest checkpoint that loads, if any; True if training continues from it. Newer ones
+        that do not load are set aside (with a warning naming them), and one made with other settings
+        is superseded."""
+        if self.dist.is_main:
+            self.store.remove_leftovers()
+        barrier(self.dist)
+        found = self.store.load_latest(self.device)
+        barrier(self.dist)  # every rank has read the checkpoints before rank 0 moves anything
+        if self.dist.is_main:
+            self.store.set_aside_unloadable()
+        if found is None:
             return False
-        state = torch.load(latest / "state.pt", map_location="cpu", weights_only=False)
+        latest, state, trained = found
         differing = differing_settings(saved_resume_key(state), self.resume_key())
-        trained = None if differing else load_pretrain_model(latest / "model", device=self.device)
-        barrier(self.dist)  # every rank has read the checkpoint before rank 0 moves anything
         if differing:
             self._supersede(latest, differing)
             return False
