@@ -460,3 +460,9 @@ def test_checkpoint_errors(tmp_path):
     (tmp_path / "tiny" / "model.safetensors").unlink()
     with pytest.raises(UserError, match="has no model.safetensors"):
         load_encoder(tmp_path / "tiny")
+
+
+def test_layer_drop_follows_the_release_for_progre_and_fairseq_for_hubert():
+    assert model_config("base", "progre").layerdrop == 0.0  # the release's encoder_layerdrop: 0.0
+    assert model_config("base", "hubert").layerdrop == 0.05
+    assert model_config("base", "progre", layerdrop=0.1).layerdrop == 0.1

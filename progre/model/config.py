@@ -115,8 +115,8 @@ class ModelConfig:
 def model_config(size: str, kind: str, **overrides: Any) -> ModelConfig:
     """The preset of `size` ("tiny", "base", "large") for `kind` ("progre", "hubert"), with overrides.
 
-    * base: the paper's model (HuBERT Base + both branches): 96,712,960 parameters; HuBERT Base
-      94,371,712 (mask embedding included).
+    * base: the paper's model (HuBERT Base + both branches, no layer drop as in the release):
+      96,712,960 parameters; HuBERT Base 94,371,712 (mask embedding included, layer drop 0.05).
     * large: HuBERT Large (24 pre-LN layers of 1024, 16 heads, FFN 4096, LayerNorm in every conv
       block, normalised waveform, no dropout) + both branches.
     * tiny: the CPU demo: a 128-channel conv front end, 4 post-LN layers of 256, 4 heads, FFN 1024,
@@ -131,7 +131,9 @@ def model_config(size: str, kind: str, **overrides: Any) -> ModelConfig:
     if kind not in KINDS:
         raise ValueError(f"unknown model kind {kind!r}; choose one of {', '.join(KINDS)}")
     if size == "base":
-        preset: dict[str, Any] = {}
+        # the release's ProgRE config sets encoder_layerdrop 0.0 (and its encoder never applied layer drop);
+        # HuBERT Base keeps fairseq's 0.05
+        preset: dict[str, Any] = {"layerdrop": 0.0} if kind == "progre" else {}
     elif size == "large":
         preset = dict(conv_norm="layer", conv_grad_scale=1.0, normalize_waveform=True,
                       encoder_embed_dim=1024, encoder_layers=24, attention_heads=16, ffn_dim=4096,
