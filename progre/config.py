@@ -405,24 +405,37 @@ class EvaluateParams(Params):
     SECTION: ClassVar[str] = "evaluate"
 
     tasks: list[str] = param(["sid", "pr", "asr", "er"], "downstream tasks", choices=("sid", "pr", "asr", "er"))
+    protocol: str = param("demo", "heads, schedules and featurizer normalisation: demo (small heads for the built-in "
+                                  "corpus on a CPU) or superb (s3prl's downstream settings, for Base-scale upstreams; "
+                                  "see docs/DESIGN.md)", choices=("demo", "superb"))
+    head_seeds: int = param(3, "every head is fitted with this many seeds (seed, seed+1, ...); the report gives "
+                               "the mean and standard deviation of the test scores; the first seed also searches "
+                               "the learning rate", min=1)
     lr: list[float] | None = param(None, "learning rates of heads and layer weights; each is tried and the "
-                                         "one with the best valid score kept (null: each task's default: SID and "
-                                         "ER [1e-2, 1e-3], PR [1e-1, 3e-2], ASR [1e-2])", above=0.0)
-    batch_size: int = param(16, "utterances per batch", min=1)
-    max_epochs: int | None = param(None, "upper bound of training epochs per task (null: each task's default: "
-                                         "SID and ER 100, PR 80, ASR 20)", min=1)
-    patience: int | None = param(None, "stop after this many epochs without a better valid score (null: each "
-                                       "task's default: SID and ER 10, PR 15, ASR 5)", min=1)
-    layer_norm: bool = param(False, "layer-normalise each hidden state before the weighted sum")
-    standardize: bool = param(True, "standardise each hidden state per dimension with the mean and std of "
-                                    "its training frames (a fixed affine map: the layer weights then compare "
-                                    "states, not their scales)")
-    asr_hidden: int = param(128, "hidden units per direction of the ASR BiLSTM", min=1)
-    asr_layers: int = param(2, "BiLSTM layers of the ASR head", min=1)
+                                         "one with the best valid score kept (null: the protocol's per task; demo: "
+                                         "SID and ER [1e-2, 1e-3], PR [1e-1, 3e-2], ASR [1e-2]; superb: 1e-1 to "
+                                         "1e-5)", above=0.0)
+    batch_size: int | None = param(None, "utterances per batch (null: the protocol's; demo 16)", min=1)
+    max_epochs: int | None = param(None, "train for this many epochs, validating after each (null: the protocol's; "
+                                         "demo: SID and ER 100, PR 80, ASR 20; superb counts updates)", min=1)
+    patience: int | None = param(None, "stop after this many validations without a better score (null: the "
+                                       "protocol's; demo: SID and ER 10, PR 15, ASR 5; superb: none)", min=1)
+    layer_norm: bool | None = param(None, "layer-normalise each hidden state before the weighted sum (null: the "
+                                          "protocol's; off in both)")
+    standardize: bool | None = param(None, "standardise each hidden state per dimension with the mean and std of "
+                                           "its training frames, a fixed affine map so that the layer weights "
+                                           "compare states, not their scales (null: the protocol's; demo on, "
+                                           "superb off)")
+    asr_hidden: int | None = param(None, "hidden units per direction of the ASR BiLSTM (null: the protocol's; demo "
+                                         "128, superb 1024)", min=1)
+    asr_layers: int | None = param(None, "BiLSTM layers of the ASR head (null: the protocol's; 2)", min=1)
     phonemize_voice: str = param("en-us", "eSpeak NG voice that phonemises transcripts for PR when the corpus "
                                           "has text but no phones")
     batch_seconds: float = param(60.0, "audio seconds per batch when computing hidden states", min=1.0)
     hidden_dtype: str = param("float16", "storage type of cached hidden states", choices=("float16", "float32"))
+    max_ram_gb: float = param(8.0, "hidden states of the evaluated utterances are held in memory as float32 up to "
+                                   "this size (read once for every task, epoch and seed), else read from the "
+                                   "cache per batch", above=0.0)
     seed: int = param(1234, "random seed of head initialisation, batch order and random-init upstreams")
     device: str = param("auto", "auto picks CUDA when present", choices=("auto", "cpu", "cuda"))
 

@@ -257,7 +257,7 @@ def test_phone_targets_from_phones_or_phonemised_text():
 
 def test_asr_targets_and_transcript_normalisation():
     assert normalize_transcript("Don't stop, Bob-by!  42") == "don't stop bob by"
-    task = SpeechRecognition(hidden=4, layers=1)
+    task = SpeechRecognition()
     rows = {"train": _rows("train", {"text": "Hi, yo!"}), "valid": _rows("valid", {"text": "..."}, {"text": "a"}),
             "test": _rows("test", {"text": "b"})}
     prep = task.prepare(rows)
@@ -296,9 +296,10 @@ def test_phonemize_matches_the_phones_of_synthesis():
     assert all("'" not in p and "," not in p for p in espeak.phonemize("Don't stop, Bob!"))
 
 
-def test_training_data_utterance_means_are_means(tmp_path: Path):
-    """utterance_means pools the normalised frames of each utterance."""
-    from progre.downstream.data import utterance_means
+def test_state_table_and_utterance_means(tmp_path: Path):
+    """The table holds the normalised frames (in memory, or read per request when they do not fit);
+    utterance_means pools them."""
+    from progre.downstream.data import StateTable, utterance_means
     from progre.downstream.upstreams import HiddenStates
     from progre.features.store import FeatureWriter, write_meta
 
@@ -311,10 +312,16 @@ def test_training_data_utterance_means_are_means(tmp_path: Path):
                           "upstream": {"kind": "test"}, "world_size": 1})
     hidden = HiddenStates(tmp_path)
     assert hidden["u1"].shape == (2, 2, 3) and hidden.num_frames("u2") == 3
-    means = utterance_means(hidden, ["u1", "u2"], lambda x: 2 * x)
-    assert means["u1"].dtype == np.float16
-    assert np.allclose(means["u1"], 2 * frames["u1"].mean(0).reshape(2, 3))
-    assert np.allclose(means["u2"], 2 * np.ones((2, 3)))
+    in_memory = StateTable(hidden, ["u1", "u2"], lambda x: 2 * x)
+    streamed = StateTable(hidden, ["u1", "u2"], lambda x: 2 * x, max_bytes=10)
+    assert in_memory.in_memory and not streamed.in_memory
+    for table in (in_memory, streamed):
+        assert torch.equal(table["u1"], 2 * torch.from_numpy(frames["u1"]).reshape(2, 2, 3))
+        assert table.num_frames("u2") == 3
+        means = utterance_means(table, ["u1", "u2"])
+        assert means["u1"].dtype == np.float16
+        assert np.allclose(means["u1"], 2 * frames["u1"].mean(0).reshape(2, 3))
+        assert np.allclose(means["u2"], 2 * np.ones((2, 3)))
 
 
 def test_the_hidden_state_cache_key_covers_the_code_the_weights_and_the_pitch(tmp_path, monkeypatch):

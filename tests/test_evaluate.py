@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import numpy as np
 import pytest
 import torch
 
@@ -18,7 +19,7 @@ from stages import evaluate, report
 from stages import shard as shard_stage
 
 TASKS = ("sid", "pr", "asr", "er")
-FAST = {"max_epochs": 2, "patience": 2, "batch_size": 4, "asr_hidden": 8, "asr_layers": 1}
+FAST = {"max_epochs": 2, "patience": 2, "batch_size": 4, "asr_hidden": 8, "asr_layers": 1, "head_seeds": 2}
 
 
 @pytest.fixture(scope="module")
@@ -60,16 +61,20 @@ def test_evaluate_writes_every_output_of_every_task(progre_eval):
         metrics = json.loads((folder / "metrics.json").read_text())
         assert metrics["status"] == "ok" and metrics["task"] == task and metrics["upstream"] == "progre"
         assert metrics["num_states"] == 6 and metrics["state_names"] == names
-        assert 1 <= metrics["best_epoch"] <= metrics["epochs"] <= 2
-        assert metrics["test"] >= 0 and metrics["valid"] >= 0
+        runs = metrics["runs"]
+        assert [r["seed"] for r in runs] == metrics["head_seeds"] == [1234, 1235]
+        assert all(1 <= r["best_epoch"] <= r["epochs"] <= 2 and r["lr"] == metrics["lr"] for r in runs)
+        scores = [r["test_metrics"][metrics["metric"]] for r in runs]
+        assert metrics["test"] == pytest.approx(np.mean(scores)) and metrics["test_std"] == pytest.approx(np.std(scores))
+        assert metrics["test"] >= 0 and metrics["valid"] >= 0 and metrics["protocol"] == "demo"
         assert metrics["utterances"]["test"] == 4
         assert summary["tasks"][task]["test"] == metrics["test"]
         weights = json.loads((folder / "layer_weights.json").read_text())["layer_weights"]
         assert [w["state"] for w in weights] == names
         assert sum(w["weight"] for w in weights) == pytest.approx(1.0)
         assert (folder / "layer_weights.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        history = json.loads((folder / "history.json").read_text())["epochs"]
-        assert len(history) == metrics["epochs"]
+        history = json.loads((folder / "history.json").read_text())["seeds"]
+        assert [len(history[str(r["seed"])]) for r in runs] == [r["epochs"] for r in runs]  # a validation per epoch
     assert set(json.loads((progre_eval / "asr" / "metrics.json").read_text())["test_metrics"]) == {"wer", "cer"}
     assert json.loads((progre_eval / "sid" / "metrics.json").read_text())["classes"] == 4
 

@@ -16,21 +16,22 @@ later evaluation of the same upstream on the same corpus, reads them without rec
 
 from __future__ import annotations
 
-import copy
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import torch
 
 from ..data.shards import Shards
 from ..errors import UserError
 from ..io import write_json
 from ..log import logger
-from .data import FrameSplit, PooledSplit, state_statistics, utterance_means
+from .data import FrameSplit, PooledSplit, StateTable, state_statistics, utterance_means
 from .featurizer import Featurizer
 from .plots import WeightPanel, save_weight_plot
+from .recipes import PROTOCOLS, Protocol, with_overrides
 from . import TASKS
 from .tasks import SPLITS, Prepared, Task, TaskSkipped, make_task
 from .train import DownstreamModel, FitResult, FitSettings, fit
@@ -39,21 +40,34 @@ from .upstreams import HiddenStates, Upstream, cached_hidden_states
 
 @dataclass(frozen=True)
 class EvaluationSettings:
-    """The protocol's settings (the `evaluate` params section); see `progre params evaluate`."""
+    """The protocol's settings (the `evaluate` params section); see `progre params evaluate`. Values
+    left None take the protocol's (`recipes`)."""
 
     tasks: tuple[str, ...] = TASKS
+    protocol: str = "demo"
+    head_seeds: int = 3
     lr: Optional[tuple[float, ...]] = None
-    batch_size: int = 16
+    batch_size: Optional[int] = None
     max_epochs: Optional[int] = None
     patience: Optional[int] = None
-    layer_norm: bool = False
-    standardize: bool = True
-    asr_hidden: int = 128
-    asr_layers: int = 2
+    layer_norm: Optional[bool] = None
+    standardize: Optional[bool] = None
+    asr_hidden: Optional[int] = None
+    asr_layers: Optional[int] = None
     phonemize_voice: str = "en-us"
     batch_seconds: float = 60.0
     hidden_dtype: str = "float16"
+    max_ram_gb: float = 8.0
     seed: int = 1234
+
+    def resolved_protocol(self) -> Protocol:
+        return with_overrides(PROTOCOLS[self.protocol], lrs=self.lr, batch_size=self.batch_size,
+                              max_epochs=self.max_epochs, patience=self.patience, standardize=self.standardize,
+                              layer_norm=self.layer_norm, asr_hidden=self.asr_hidden, asr_layers=self.asr_layers)
+
+    def head_seed_list(self) -> list[int]:
+        """The seeds every head is fitted with: the first also searches the learning rate."""
+        return [self.seed + i for i in range(self.head_seeds)]
 
 
 @dataclass
@@ -62,10 +76,11 @@ class Inputs:
 
     upstream: Upstream
     hidden: HiddenStates
-    stats: tuple[Optional[torch.Tensor], Optional[torch.Tensor]]
-    """(S, D) mean and std of the training frames, or (None, None) without standardisation."""
+    protocol: Protocol
+    table: StateTable
+    """Normalised hidden states of every utterance a task reads."""
     means: dict[str, Any]
-    """key -> (S, D) utterance mean of the normalised states (for SID and ER)."""
+    """key -> (S, D) utterance mean of the normalised states (for the utterance tasks)."""
     device: torch.device
 
 
@@ -79,8 +94,8 @@ def evaluate_upstream(upstream: Upstream, shards: Shards, folder: Path, settings
     if not prepared:
         reasons = "; ".join(f"{t.title}: {skipped[t.name]}" for t in tasks)
         raise UserError(f"nothing to evaluate on {shards.folder}: {reasons}")
-    inputs = _inputs(settings, upstream, shards, cache, pitch, device, [prepared[t.name] for t in tasks
-                                                                       if t.name in prepared and t.pooled])
+    inputs = _inputs(settings, upstream, shards, cache, pitch, device, list(prepared.values()),
+                     [prepared[t.name] for t in tasks if t.name in prepared and t.pooled])
     summary: dict[str, Any] = {"upstream": upstream.name, "upstream_spec": upstream.spec,
                                "num_states": inputs.hidden.num_states, "state_names": inputs.hidden.state_names,
                                "tasks": {}}
@@ -103,7 +118,7 @@ def evaluate_upstream(upstream: Upstream, shards: Shards, folder: Path, settings
 def _task(name: str, p: EvaluationSettings) -> Task:
     from ..data.espeak import phonemize
 
-    return make_task(name, p.asr_hidden, p.asr_layers, lambda text: phonemize(text, p.phonemize_voice))
+    return make_task(name, lambda text: phonemize(text, p.phonemize_voice))
 
 
 def _prepare(tasks: list[Task], shards: Shards) -> tuple[dict[str, Prepared], dict[str, str]]:
@@ -130,23 +145,27 @@ def _prepare(tasks: list[Task], shards: Shards) -> tuple[dict[str, Prepared], di
 
 
 def _inputs(p: EvaluationSettings, up: Upstream, shards: Shards, cache: Path, pitch: Optional[Path],
-            device: torch.device, pooled: list[Prepared]) -> Inputs:
-    """Hidden states (cached), their training statistics and the utterance means the pooled tasks read."""
+            device: torch.device, prepared: list[Prepared], pooled: list[Prepared]) -> Inputs:
+    """Hidden states (cached), normalised once into a table, and the utterance means the pooled tasks read."""
+    protocol = p.resolved_protocol()
     hidden = cached_hidden_states(up, shards, cache, seed=p.seed, device=device, pitch=pitch,
                                   batch_seconds=p.batch_seconds, dtype=p.hidden_dtype)
-    train_keys = shards.keys("train")
-    stats = state_statistics(hidden, train_keys, p.layer_norm) if p.standardize else (None, None)
-    normalizer = Featurizer(hidden.num_states, hidden.dim, p.layer_norm, *stats)
-    keys = sorted({k for prep in pooled for ex in prep.splits.values() for k in ex.keys})
-    return Inputs(up, hidden, stats, utterance_means(hidden, keys, normalizer.normalize), device)
+    stats = state_statistics(hidden, shards.keys("train"), protocol.layer_norm) if protocol.standardize \
+        else (None, None)
+    normalizer = Featurizer(hidden.num_states, hidden.dim, protocol.layer_norm, *stats)
+    keys = sorted({k for prep in prepared for ex in prep.splits.values() for k in ex.keys})
+    table = StateTable(hidden, keys, normalizer.normalize, max_bytes=p.max_ram_gb * 1e9)
+    pooled_keys = sorted({k for prep in pooled for ex in prep.splits.values() for k in ex.keys})
+    return Inputs(up, hidden, protocol, table, utterance_means(table, pooled_keys), device)
 
 
 def _evaluate_task(task: Task, prep: Prepared, p: EvaluationSettings, inputs: Inputs, folder: Path) -> dict[str, Any]:
-    """Fit and score one task, write its layer weights, plot and history to `folder`; returns its metrics."""
-    hidden = inputs.hidden
+    """Fit and score one task with every head seed, write its layer weights, plot and history to
+    `folder`; returns its metrics (test: the mean over seeds, test_std their standard deviation)."""
+    hidden, recipe = inputs.hidden, inputs.protocol.recipe(task.recipe_name)
     notes = list(prep.notes)
     splits = dict(prep.splits)
-    splits["train"], dropped = task.trainable(splits["train"], hidden.num_frames, hidden.frame_rate)
+    splits["train"], dropped = task.trainable(splits["train"], inputs.table.num_frames, hidden.frame_rate)
     if dropped:
         notes.append(f"{task.title}: {dropped} train utterances shorter than their CTC target skipped")
         logger.warning("%s", notes[-1])
@@ -154,47 +173,60 @@ def _evaluate_task(task: Task, prep: Prepared, p: EvaluationSettings, inputs: In
         raise TaskSkipped("no train utterance is long enough for its CTC target")
     if task.pooled:
         data = {s: PooledSplit(inputs.means, ex) for s, ex in splits.items()}
-        featurizer = Featurizer(hidden.num_states, hidden.dim)  # the means are normalised already
     else:
-        data = {s: FrameSplit(hidden, ex) for s, ex in splits.items()}  # type: ignore[misc]
-        featurizer = Featurizer(hidden.num_states, hidden.dim, p.layer_norm, *inputs.stats)
-    result, settings, searched = None, None, {}
-    for candidate in _settings(task, p):  # a fresh head per learning rate; the best on valid is kept
-        torch.manual_seed(p.seed)
-        model = DownstreamModel(copy.deepcopy(featurizer),
-                                task.head(hidden.dim, task.num_outputs(prep.vocabulary), hidden.frame_rate))
-        fitted = fit(task, model, data["train"], data["valid"], data["test"], prep.vocabulary, candidate,
-                     inputs.device, label=f"{task.title} ({inputs.upstream.name}, lr {candidate.lr:g})")
-        searched[f"{candidate.lr:g}"] = fitted.valid[task.selection_metric]
-        if result is None or task.better(fitted.valid[task.selection_metric], result.valid[task.selection_metric]):
-            result, settings = fitted, candidate
-    assert result is not None and settings is not None
-    _write_weights(folder, task, inputs, result)
-    write_json(folder / "history.json", {"task": task.name, "upstream": inputs.upstream.name, "epochs": result.history})
-    logger.info("%s (%s): test %s %.4f, valid %.4f, best epoch %d of %d, %.0f s", task.title, inputs.upstream.name,
-                task.metric, result.test[task.metric], result.valid[task.metric], result.best_epoch, result.epochs,
-                result.seconds)
+        data = {s: FrameSplit(inputs.table, ex) for s, ex in splits.items()}  # type: ignore[misc]
+    seeds = p.head_seed_list()
+    per_epoch = -(-len(splits["train"]) // recipe.batch_size)
+    max_updates, eval_every = recipe.updates(per_epoch)
+
+    def run(lr: float, seed: int) -> FitResult:
+        settings = FitSettings(lr=lr, batch_size=recipe.batch_size, max_updates=max_updates, eval_every=eval_every,
+                               patience=recipe.patience, seed=seed)
+        torch.manual_seed(seed)
+        model = DownstreamModel(Featurizer(hidden.num_states, hidden.dim),  # the table holds normalised states
+                                task.head(hidden.dim, task.num_outputs(prep.vocabulary), hidden.frame_rate, recipe))
+        return fit(task, model, data["train"], data["valid"], data["test"], prep.vocabulary, settings,
+                   inputs.device, label=f"{task.title} ({inputs.upstream.name}, lr {lr:g}, seed {seed})")
+
+    searched = {lr: run(lr, seeds[0]) for lr in recipe.lrs}  # a fresh head per learning rate, first seed
+    best_lr = recipe.lrs[0]
+    for lr, fitted in searched.items():
+        if task.better(fitted.valid[task.selection_metric], searched[best_lr].valid[task.selection_metric]):
+            best_lr = lr
+    runs = [searched[best_lr]] + [run(best_lr, seed) for seed in seeds[1:]]
+    weights = np.mean([r.layer_weights for r in runs], axis=0).tolist()
+    _write_weights(folder, task, inputs, weights, [r.layer_weights for r in runs])
+    write_json(folder / "history.json", {"task": task.name, "upstream": inputs.upstream.name,
+                                         "seeds": {str(seed): r.history for seed, r in zip(seeds, runs)}})
+    test = _mean_and_std([r.test for r in runs])
+    valid = _mean_and_std([r.valid for r in runs])
+    logger.info("%s (%s): test %s %.4f +- %.4f over %d head seeds, valid %.4f, lr %g, %.0f s", task.title,
+                inputs.upstream.name, task.metric, test[0][task.metric], test[1][task.metric], len(runs),
+                valid[0][task.metric], best_lr, sum(r.seconds for r in [*searched.values(), *runs[1:]]))
     return {
         "status": "ok", "task": task.name, "title": task.title, "upstream": inputs.upstream.name,
         "metric": task.metric, "higher_is_better": task.higher_is_better,
-        "test": result.test[task.metric], "valid": result.valid[task.metric],
-        "test_metrics": result.test, "valid_metrics": result.valid,
-        "selected_on": f"valid {task.selection_metric}", "best_epoch": result.best_epoch, "epochs": result.epochs,
-        "lr": settings.lr, "valid_by_lr": searched, "max_epochs": settings.max_epochs, "patience": settings.patience,
-        "layer_norm": p.layer_norm, "standardize": p.standardize,
+        "test": test[0][task.metric], "test_std": test[1][task.metric], "valid": valid[0][task.metric],
+        "test_metrics": test[0], "test_metrics_std": test[1], "valid_metrics": valid[0],
+        "head_seeds": seeds, "runs": [{"seed": seed, "lr": best_lr, "test_metrics": r.test, "valid_metrics": r.valid,
+                                       "best_epoch": r.best_epoch, "epochs": r.epochs, "best_update": r.best_update,
+                                       "updates": r.updates, "seconds": r.seconds} for seed, r in zip(seeds, runs)],
+        "selected_on": f"valid {task.selection_metric}", "lr": best_lr,
+        "valid_by_lr": {f"{lr:g}": r.valid[task.selection_metric] for lr, r in searched.items()},
+        "protocol": inputs.protocol.name, "recipe": asdict(recipe),
+        "layer_norm": inputs.protocol.layer_norm, "standardize": inputs.protocol.standardize,
         "num_states": hidden.num_states, "state_names": hidden.state_names, "frame_rate": hidden.frame_rate,
         "utterances": {s: len(ex) for s, ex in splits.items()},
-        "classes" if task.pooled else "tokens": len(prep.vocabulary), "notes": notes, "seconds": result.seconds,
+        "classes" if task.pooled else "tokens": len(prep.vocabulary), "notes": notes,
+        "seconds": sum(r.seconds for r in [*searched.values(), *runs[1:]]),
     }
 
 
-def _settings(task: Task, p: EvaluationSettings) -> list[FitSettings]:
-    """One setting per learning rate to try: the params, with the task's own defaults where they are null."""
-    default = task.schedule
-    return [FitSettings(lr=lr, batch_size=p.batch_size,
-                        max_epochs=default.max_epochs if p.max_epochs is None else p.max_epochs,
-                        patience=default.patience if p.patience is None else p.patience, seed=p.seed)
-            for lr in (default.lrs if p.lr is None else p.lr)]
+def _mean_and_std(scores: list[dict[str, float]]) -> tuple[dict[str, float], dict[str, float]]:
+    """Per metric, the mean and the (population) standard deviation over head seeds."""
+    names = scores[0].keys()
+    return ({n: float(np.mean([s[n] for s in scores])) for n in names},
+            {n: float(np.std([s[n] for s in scores])) for n in names})
 
 
 def _skipped_record(task: Task, inputs: Inputs, reason: str) -> dict[str, Any]:
@@ -203,9 +235,13 @@ def _skipped_record(task: Task, inputs: Inputs, reason: str) -> dict[str, Any]:
             "num_states": inputs.hidden.num_states, "state_names": inputs.hidden.state_names}
 
 
-def _write_weights(folder: Path, task: Task, inputs: Inputs, result: FitResult) -> None:
+def _write_weights(folder: Path, task: Task, inputs: Inputs, weights: list[float],
+                   by_seed: list[list[float]]) -> None:
     names, name = inputs.hidden.state_names, inputs.upstream.name
-    records = [{"index": i, "state": n, "weight": w} for i, (n, w) in enumerate(zip(names, result.layer_weights))]
+    records = [{"index": i, "state": n, "weight": w, "by_seed": [s[i] for s in by_seed]}
+               for i, (n, w) in enumerate(zip(names, weights))]
     write_json(folder / "layer_weights.json", {"task": task.name, "upstream": name, "layer_weights": records})
     save_weight_plot(folder / "layer_weights.png",
-                     WeightPanel(f"{task.title}: layer weights of {name}", names, result.layer_weights))
+                     WeightPanel(f"{task.title}: layer weights of {name}" +
+                                 (f" (mean of {len(by_seed)} head seeds)" if len(by_seed) > 1 else ""),
+                                 names, weights))

@@ -30,6 +30,7 @@ from .ctc import ctc_greedy_decode, ctc_loss, ctc_min_frames
 from .data import Examples
 from .heads import BiLSTMHead, LinearHead
 from .metrics import accuracy, char_error_rate, phone_error_rate, word_error_rate
+from .recipes import Recipe
 
 SPLITS = ("train", "valid", "test")
 SILENCE = "sil"
@@ -56,18 +57,6 @@ class Prepared:
 # --------------------------------------------------------------------------- tasks
 
 
-@dataclass(frozen=True)
-class Schedule:
-    """A task's default training settings, chosen on the demo corpus (17 min of training audio,
-    2 CPU cores): SID and ER fit in seconds, PR in one to three minutes, ASR in about two minutes
-    for a tiny upstream."""
-
-    lrs: tuple[float, ...]
-    """Learning rates tried; the one with the best valid score is kept (SUPERB searches them too)."""
-    max_epochs: int
-    patience: int
-
-
 class Task(ABC):
     """What every task defines; see the subclasses."""
 
@@ -80,17 +69,16 @@ class Task(ABC):
     higher_is_better: bool
     pooled: bool
     """True: the head reads utterance means (B, S, D); False: frames (B, T, S, D)."""
-
-    schedule: Schedule
-    """Default learning rate, epoch bound and patience."""
+    recipe_name: str
+    """Which recipe of the protocol (`recipes.py`) sizes and schedules the head."""
 
     @abstractmethod
     def prepare(self, rows: dict[str, list[dict[str, Any]]]) -> Prepared:
         """Index rows of each split -> labelled examples; TaskSkipped when the labels are missing."""
 
     @abstractmethod
-    def head(self, dim: int, outputs: int, frame_rate: int) -> nn.Module:
-        """The head over D-dimensional features at `frame_rate`, with `outputs` logits."""
+    def head(self, dim: int, outputs: int, frame_rate: int, recipe: Recipe) -> nn.Module:
+        """The head over D-dimensional features at `frame_rate`, with `outputs` logits, sized by `recipe`."""
 
     @abstractmethod
     def loss(self, logits: Tensor, lengths: Optional[Tensor], targets: list[Any]) -> Tensor:
@@ -124,10 +112,10 @@ class UtteranceClassification(Task):
     metric = selection_metric = "acc"
     higher_is_better = True
     pooled = True
-    schedule = Schedule(lrs=(1e-2, 1e-3), max_epochs=100, patience=10)  # linear on precomputed means: cheap
 
-    def __init__(self, name: str, title: str, column: str, what: str):
+    def __init__(self, name: str, title: str, column: str, what: str, recipe_name: str = "cls"):
         self.name, self.title, self.column, self.what = name, title, column, what
+        self.recipe_name = recipe_name
 
     def prepare(self, rows: dict[str, list[dict[str, Any]]]) -> Prepared:
         notes = []
@@ -152,8 +140,8 @@ class UtteranceClassification(Task):
                                      [r[self.column] for r in usable])
         return Prepared(splits, classes, notes)
 
-    def head(self, dim: int, outputs: int, frame_rate: int) -> nn.Module:
-        return LinearHead(dim, outputs)
+    def head(self, dim: int, outputs: int, frame_rate: int, recipe: Recipe) -> nn.Module:
+        return LinearHead(dim, outputs, recipe.hidden)
 
     def loss(self, logits: Tensor, lengths: Optional[Tensor], targets: list[Any]) -> Tensor:
         return F.cross_entropy(logits.float(), torch.tensor(targets, dtype=torch.long, device=logits.device))
@@ -201,10 +189,7 @@ class PhoneRecognition(CtcTask):
 
     name, title = "pr", "PR"
     metric = selection_metric = "per"
-    # A linear CTC head crawls at 1e-3. It first sits on a plateau (mostly blanks) for 10-30
-    # epochs: on the demo, trained upstreams gained 8-10 PER points after epochs where patience 6
-    # had stopped them (HuBERT 0.86 -> 0.76 valid at 1e-1), so patience is long.
-    schedule = Schedule(lrs=(1e-1, 3e-2), max_epochs=80, patience=15)
+    recipe_name = "pr"
 
     def __init__(self, phonemize: Callable[[str], list[str]]):
         """phonemize: text -> phones, for utterances with a transcript but no phones."""
@@ -241,8 +226,8 @@ class PhoneRecognition(CtcTask):
                               list(phones[s].values())) for s in SPLITS}
         return Prepared(splits, inventory, notes)
 
-    def head(self, dim: int, outputs: int, frame_rate: int) -> nn.Module:
-        return LinearHead(dim, outputs)
+    def head(self, dim: int, outputs: int, frame_rate: int, recipe: Recipe) -> nn.Module:
+        return LinearHead(dim, outputs, recipe.hidden)
 
     def predict(self, logits: Tensor, lengths: Optional[Tensor], vocabulary: list[str]) -> list[Any]:
         return self.decode_tokens(logits, lengths, vocabulary)
@@ -258,10 +243,7 @@ class SpeechRecognition(CtcTask):
     name, title = "asr", "ASR"
     metric = "wer"
     selection_metric = "cer"
-    schedule = Schedule(lrs=(1e-2,), max_epochs=20, patience=5)
-
-    def __init__(self, hidden: int, layers: int):
-        self.hidden, self.layers = hidden, layers
+    recipe_name = "asr"
 
     def prepare(self, rows: dict[str, list[dict[str, Any]]]) -> Prepared:
         notes = []
@@ -282,8 +264,9 @@ class SpeechRecognition(CtcTask):
     def stride(self, frame_rate: int) -> int:
         return max(1, round(frame_rate / TARGET_FRAME_RATE))
 
-    def head(self, dim: int, outputs: int, frame_rate: int) -> nn.Module:
-        return BiLSTMHead(dim, self.hidden, self.layers, outputs, self.stride(frame_rate))
+    def head(self, dim: int, outputs: int, frame_rate: int, recipe: Recipe) -> nn.Module:
+        return BiLSTMHead(dim, recipe.hidden, recipe.layers, outputs, self.stride(frame_rate), recipe.projection,
+                          recipe.dropout)
 
     def predict(self, logits: Tensor, lengths: Optional[Tensor], vocabulary: list[str]) -> list[Any]:
         return [" ".join("".join(chars).split()) for chars in self.decode_tokens(logits, lengths, vocabulary)]
@@ -299,16 +282,16 @@ def normalize_transcript(text: str) -> str:
     return " ".join(allowed.split())
 
 
-def make_task(name: str, asr_hidden: int, asr_layers: int, phonemize: Callable[[str], list[str]]) -> Task:
+def make_task(name: str, phonemize: Callable[[str], list[str]]) -> Task:
     """The task called `name` ("sid", "pr", "asr", "er")."""
     if name == "sid":
-        return UtteranceClassification("sid", "SID", "speaker", "speaker")
+        return UtteranceClassification("sid", "SID", "speaker", "speaker", "sid")
     if name == "er":
-        return UtteranceClassification("er", "ER", "style", "style")
+        return UtteranceClassification("er", "ER", "style", "style", "er")
     if name == "pr":
         return PhoneRecognition(phonemize)
     if name == "asr":
-        return SpeechRecognition(asr_hidden, asr_layers)
+        return SpeechRecognition()
     raise ValueError(f"unknown task {name!r}")
 
 

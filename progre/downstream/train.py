@@ -40,26 +40,38 @@ class DownstreamModel(nn.Module):
 class FitSettings:
     lr: float
     batch_size: int
-    max_epochs: int
-    patience: int
+    max_updates: int
+    eval_every: int
+    """Updates between valid evaluations (one epoch's worth in the demo protocol)."""
+    patience: Optional[int]
+    """Valid evaluations without a better score before stopping; None: train to `max_updates`."""
     seed: int
     weight_decay: float = 0.0
 
 
 @dataclass
 class FitResult:
-    best_epoch: int
-    """1-based epoch whose weights were kept."""
-    epochs: int
-    """Epochs trained (fewer than the maximum when early stopping fired)."""
+    best_update: int
+    """The update whose weights were kept (evaluated on valid after it)."""
+    updates: int
+    """Updates trained (fewer than the maximum when early stopping fired)."""
+    updates_per_epoch: int
     valid: dict[str, float]
-    """Valid metrics of the kept epoch."""
+    """Valid metrics of the kept weights."""
     test: dict[str, float]
     layer_weights: list[float]
-    """Softmax-normalised featurizer weights of the kept epoch, in the upstream's state order."""
+    """Softmax-normalised featurizer weights kept, in the upstream's state order."""
     history: list[dict[str, float]] = field(default_factory=list)
-    """Per epoch: mean train loss and the valid metrics."""
+    """Per valid evaluation: the update, the epoch, the mean train loss since the last one, valid metrics."""
     seconds: float = 0.0
+
+    @property
+    def best_epoch(self) -> float:
+        return self.best_update / self.updates_per_epoch
+
+    @property
+    def epochs(self) -> float:
+        return self.updates / self.updates_per_epoch
 
 
 def evaluate_split(task: Task, model: DownstreamModel, split: Split, vocabulary: list[str], batch_size: int,
@@ -78,48 +90,49 @@ def evaluate_split(task: Task, model: DownstreamModel, split: Split, vocabulary:
 
 def fit(task: Task, model: DownstreamModel, train: Split, valid: Split, test: Split, vocabulary: list[str],
         settings: FitSettings, device: torch.device, label: str = "") -> FitResult:
-    """Train `model` for `task`; returns the kept epoch's scores and layer weights."""
+    """Train `model` for `task` on shuffled passes over `train`, evaluate on `valid` every `eval_every`
+    updates (and after the last), keep the best; returns the kept weights' scores and layer weights."""
     start = time.perf_counter()
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     generator = torch.Generator().manual_seed(settings.seed)
+    per_epoch = -(-len(train) // settings.batch_size)
     best: Optional[tuple[float, int, dict[str, float], dict[str, Tensor]]] = None
-    history = []
+    history: list[dict[str, float]] = []
     metric = task.selection_metric
+    updates, losses, stop = 0, [], False
     with progress_bar() as progress:
-        bar = progress.add_task(label or task.title, total=settings.max_epochs)
-        for epoch in range(1, settings.max_epochs + 1):
-            loss = _train_epoch(task, model, train, optimizer, settings.batch_size, generator, device)
-            scores = evaluate_split(task, model, valid, vocabulary, settings.batch_size, device)
-            history.append({"epoch": epoch, "train_loss": loss, **{f"valid_{k}": v for k, v in scores.items()}})
-            if best is None or task.better(scores[metric], best[0]):
-                best = (scores[metric], epoch, scores, copy.deepcopy(model.state_dict()))
-            progress.update(bar, advance=1, description=f"{label or task.title}: valid {metric} {scores[metric]:.3f} "
-                                                        f"(best {best[0]:.3f} @ {best[1]})")
-            if epoch - best[1] >= settings.patience:
-                break
+        bar = progress.add_task(label or task.title, total=settings.max_updates)
+        while updates < settings.max_updates and not stop:
+            for batch in train.batches(settings.batch_size, generator, device):  # one shuffled pass
+                model.train()
+                loss = _batch_loss(task, model, batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                losses.append(float(loss.detach()))
+                updates += 1
+                if updates % settings.eval_every and updates < settings.max_updates:
+                    continue
+                scores = evaluate_split(task, model, valid, vocabulary, settings.batch_size, device)
+                history.append({"update": updates, "epoch": updates / per_epoch, "train_loss": sum(losses) / len(losses),
+                                **{f"valid_{k}": v for k, v in scores.items()}})
+                losses = []
+                if best is None or task.better(scores[metric], best[0]):
+                    best = (scores[metric], updates, scores, copy.deepcopy(model.state_dict()))
+                progress.update(bar, completed=updates, description=f"{label or task.title}: valid {metric} "
+                                                                    f"{scores[metric]:.3f} (best {best[0]:.3f})")
+                evaluations_since_best = sum(1 for h in history if h["update"] > best[1])
+                stop = settings.patience is not None and evaluations_since_best >= settings.patience
+                if stop or updates >= settings.max_updates:
+                    break
     assert best is not None
-    _, best_epoch, valid_scores, state = best
+    _, best_update, valid_scores, state = best
     model.load_state_dict(state)
     test_scores = evaluate_split(task, model, test, vocabulary, settings.batch_size, device)
     weights = model.featurizer.normalized_weights().detach().cpu().tolist()
-    return FitResult(best_epoch, len(history), valid_scores, test_scores, weights, history,
+    return FitResult(best_update, updates, per_epoch, valid_scores, test_scores, weights, history,
                      time.perf_counter() - start)
-
-
-def _train_epoch(task: Task, model: DownstreamModel, split: Split, optimizer: torch.optim.Optimizer,
-                 batch_size: int, generator: torch.Generator, device: torch.device) -> float:
-    """One pass over `split` in a seeded random order; returns the mean batch loss."""
-    model.train()
-    total, batches = 0.0, 0
-    for batch in split.batches(batch_size, generator, device):
-        loss = _batch_loss(task, model, batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total += float(loss.detach())
-        batches += 1
-    return total / max(batches, 1)
 
 
 def _batch_loss(task: Task, model: DownstreamModel, batch: HeadBatch) -> Tensor:
