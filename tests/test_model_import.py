@@ -10,8 +10,9 @@ import torch
 
 from progre.frames import num_frames
 from progre.errors import UserError
-from progre.model import ProgREEncoder, load_encoder, model_config, official_to_ours, ours_to_official, save_checkpoint
-from progre.model.checkpoint import load_state_dict_checked
+from progre.model import (ModelConfig, ProgREEncoder, load_encoder, model_config, official_to_ours, ours_to_official,
+                          save_checkpoint)
+from progre.model.checkpoint import CONFIG, load_state_dict_checked
 from stages.export import export, import_official
 
 # every tensor name and shape of the official release's Base checkpoint (a copy of the project's
@@ -113,3 +114,40 @@ def test_import_official_explains_pickled_objects(tmp_path):
     torch.save({"model": {"mask_emb": torch.zeros(768)}, "args": argparse.Namespace(x=1)}, tmp_path / "ckpt.pt")
     with pytest.raises(UserError, match="argparse.Namespace object besides the weights"):
         import_official(tmp_path / "ckpt.pt", tmp_path / "out", size="base")
+
+
+def test_speaker_norm_follows_the_subtraction():
+    torch.manual_seed(0)
+    encoder = ProgREEncoder(model_config("tiny", "progre", speaker_norm=True)).eval()
+    names = encoder.hidden_state_names()
+    after = names.index("layer2-speaker")
+    assert names[after - 1] == "speaker" and len(names) == 6  # the list is the same as without the norm
+    wav, pitch = 0.1 * torch.randn(1, 8000), torch.randn(1, num_frames(8000))
+    with torch.no_grad():
+        states, _ = encoder.extract(wav, pitch)
+        # the state after the subtraction is normalised (LayerNorm at init: zero mean, unit variance per frame)
+        # and is what layer 3 reads
+        assert states[after].mean(-1).abs().max() < 1e-5
+        assert torch.allclose(states[after].var(-1, unbiased=False), torch.ones(1, states[after].shape[1]), atol=1e-3)
+        assert torch.allclose(encoder.transformer.layers[2](states[after], None), states[after + 1], atol=1e-6)
+        plain = ProgREEncoder(model_config("tiny", "progre"))
+        plain.load_state_dict({k: v for k, v in encoder.state_dict().items() if not k.startswith("speaker_norm.")})
+        plain_states, _ = plain.eval().extract(wav, pitch)
+    assert torch.equal(plain_states[after - 1], states[after - 1])
+    assert not torch.allclose(plain_states[after], states[after])
+
+
+def test_checkpoints_without_speaker_norm_in_their_config_still_load(tmp_path):
+    import json
+
+    torch.manual_seed(0)
+    encoder = ProgREEncoder(model_config("tiny", "progre")).eval()
+    save_checkpoint(tmp_path / "old", encoder)
+    meta = json.loads((tmp_path / "old" / CONFIG).read_text())
+    del meta["model"]["speaker_norm"]  # as written before the field existed
+    (tmp_path / "old" / CONFIG).write_text(json.dumps(meta))
+    assert ModelConfig.from_dict(meta["model"]).speaker_norm is False
+    loaded = load_encoder(tmp_path / "old")
+    assert loaded.config == encoder.config and not hasattr(loaded, "speaker_norm")
+    with pytest.raises(ValueError, match="speaker_norm needs speaker_branch"):
+        model_config("tiny", "hubert", speaker_norm=True)
