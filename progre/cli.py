@@ -259,13 +259,20 @@ def export_cmd(
 
 @app.command("import-official")
 def import_official(
-    state_dict: Path = typer.Argument(..., help="the official release's .pt checkpoint (a state dict, or a "
-                                                "fairseq checkpoint with a 'model' entry)"),
+    state_dict: Path = typer.Argument(..., help="the official release's weights: the .ckpt its "
+                                                "migrating/chkp_conversion.py writes from the MindSpore "
+                                                "checkpoint, or a state dict of its PyTorch model (bare or "
+                                                "under a 'model' entry)"),
     out: Path = typer.Option(..., "--out", "-o", help="output checkpoint folder of ours"),
     size: ReleaseSize = typer.Option(ReleaseSize.base, help="model size of the release"),
     overwrite: bool = OverwriteOpt,
 ) -> None:
-    """Import released ProgRE weights into a checkpoint folder usable by every stage."""
+    """Import released ProgRE weights into a checkpoint folder usable by every stage.
+
+    Training heads (final_proj, label_embs_concat, spk_linear) are dropped, MindSpore's unit axes
+    removed; the branches, the CNN's normalisation and a LayerNorm after the speaker subtraction
+    (sub_spk_norm, Large) are read from the tensor names.
+    """
     from stages import export as stage
 
     stage.import_official(state_dict=state_dict, out=out, size=size.value, overwrite=overwrite)

@@ -32,7 +32,7 @@ _SHAPE_FIELDS = {
     "conv_layers", "conv_bias", "conv_norm", "encoder_embed_dim", "encoder_layers", "attention_heads",
     "ffn_dim", "layer_norm_first", "pos_conv_kernel", "pos_conv_groups", "pitch_branch", "pitch_channels",
     "pitch_kernel", "pitch_gru_hidden", "speaker_branch", "speaker_layer", "speaker_bottleneck",
-    "normalize_waveform",
+    "speaker_norm", "normalize_waveform",
 }
 
 

@@ -56,6 +56,10 @@ class ModelConfig:
     speaker_bottleneck: int = 256
     speaker_grad_through: bool = False
     """False as in the release: the speaker output is detached before it is subtracted."""
+    speaker_norm: bool = False
+    """A LayerNorm after the speaker subtraction, before layer `speaker_layer` + 1: the release's
+    MindSpore `spk_norm` (`sub_spk_norm` in its converted Large checkpoint). Its Base has none: the
+    Base config sets `spk_norm: True`, but the code never passes it to the encoder."""
 
     def __post_init__(self) -> None:
         self.conv_layers = [tuple(int(v) for v in layer) for layer in self.conv_layers]
@@ -75,6 +79,8 @@ class ModelConfig:
             problems.append(f"pitch_kernel must be odd ('same' padding), got {self.pitch_kernel}")
         if self.speaker_branch and not 1 <= self.speaker_layer <= self.encoder_layers:
             problems.append(f"speaker_layer must be in 1..{self.encoder_layers}, got {self.speaker_layer}")
+        if self.speaker_norm and not self.speaker_branch:
+            problems.append("speaker_norm needs speaker_branch (it normalises the speaker subtraction)")
         for name in ("dropout", "attention_dropout", "activation_dropout", "dropout_input", "layerdrop"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 problems.append(f"{name} must be in [0, 1), got {getattr(self, name)}")

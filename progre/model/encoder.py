@@ -1,7 +1,7 @@
 """`ProgREEncoder`: ProgRE (arXiv 2409.00387), or the HuBERT baseline with both branches off.
 
     wav -> CNN -> LayerNorm -> Linear --(- pitch branch -> sub_norm)--> dropout -> [mask] ->
-    pos conv -> LayerNorm -> layers 1..k --(- speaker branch)--> layers k+1..L -> output
+    pos conv -> LayerNorm -> layers 1..k --(- speaker branch [-> speaker_norm])--> layers k+1..L -> output
 """
 
 from __future__ import annotations
@@ -66,6 +66,8 @@ class ProgREEncoder(nn.Module):
                                        config.layer_norm_first, config.pos_conv_kernel, config.pos_conv_groups)
         if config.speaker_branch:
             self.speaker_branch = SpeakerBranch(dim, config.speaker_bottleneck)
+            if config.speaker_norm:
+                self.speaker_norm = nn.LayerNorm(dim)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -86,7 +88,7 @@ class ProgREEncoder(nn.Module):
 
     def hidden_state_names(self) -> list[str]:
         """Names of `extract`'s states: ["pitch" or "input", "layer1", ..., "speaker",
-        "layer<k>-speaker", ...]."""
+        "layer<k>-speaker", ...]. With `speaker_norm`, "layer<k>-speaker" is taken after that norm."""
         cfg = self.config
         names = ["pitch" if cfg.pitch_branch else "input"]
         for i in range(1, cfg.encoder_layers + 1):
@@ -182,6 +184,10 @@ class ProgREEncoder(nn.Module):
                 speaker_states = self.speaker_branch(x, padding_mask if padded else None)
                 hidden.append(speaker_states)
                 x = x - (speaker_states if cfg.speaker_grad_through else speaker_states.detach())
+                if cfg.speaker_norm:
+                    # the release's MindSpore encoder normalises right after the subtraction, in the
+                    # step whose result its PyTorch loop records: "layer<k>-speaker" is after the norm
+                    x = self.speaker_norm(x)
             hidden.append(x)
         x = self.transformer.finish(x)
         return EncoderOutput(x=x, padding_mask=padding_mask, frame_lengths=frame_lengths,

@@ -36,10 +36,12 @@ def export_encoder(checkpoint: Path, out: Path, official: bool = False) -> ProgR
 
 
 def import_official(state_dict: Path, out: Path, size: str = "base") -> ProgREEncoder:
-    """Load a state dict in the official release's layout (a .pt: the state dict itself or a fairseq
-    checkpoint with a "model" entry) into our encoder of `size` and write it into the folder `out`.
+    """Load a state dict in the official release's layout (a .pt: the state dict itself, a fairseq
+    checkpoint with a "model" entry, or the file the release's MindSpore conversion script writes)
+    into our encoder of `size` and write it into the folder `out`.
 
-    Which branches exist and the CNN's normalisation are read from the tensor names.
+    Which branches exist, the CNN's normalisation and the LayerNorm after the speaker subtraction
+    (`sub_spk_norm`) are read from the tensor names.
     """
     state_dict = Path(state_dict)
     if not state_dict.is_file():
@@ -58,10 +60,18 @@ def import_official(state_dict: Path, out: Path, size: str = "base") -> ProgREEn
     names = set(unwrap_checkpoint(obj))
     has_pitch = any(n.startswith("pitch_encoder.") for n in names)
     has_speaker = any(n.startswith("encoder.astp.") for n in names)
-    config = model_config(size, "progre", pitch_branch=has_pitch, speaker_branch=has_speaker,
-                          **infer_official_overrides(obj))
+    source = f"{state_dict} (read as a {size} model)"
+    try:
+        config = model_config(size, "progre", pitch_branch=has_pitch, speaker_branch=has_speaker,
+                              **infer_official_overrides(obj))
+    except ValueError as exc:  # e.g. sub_spk_norm without the speaker branch
+        raise UserError(f"{source}: {exc}") from None
     encoder = ProgREEncoder(config)
-    load_state_dict_checked(encoder, official_to_ours(obj), f"{state_dict} (read as a {size} model)")
+    try:
+        ours = official_to_ours(obj, encoder.state_dict())
+    except UserError as exc:
+        raise UserError(f"{source}: {exc}") from None
+    load_state_dict_checked(encoder, ours, source)
     write_checkpoint(out, encoder, extra={"imported_from": str(state_dict), "size": size})
     return encoder.eval()
 

@@ -1,5 +1,6 @@
 """Weight-name conversion between our encoder and other layouts: the official ProgRE release
-(fairseq-style, `tests/data/official-base-state-dict.tsv`) and torchaudio's HuBERT.
+(fairseq-style, `tests/data/official-base-state-dict.tsv`, and the file its MindSpore-to-PyTorch
+script `migrating/chkp_conversion.py` writes) and torchaudio's HuBERT.
 
 Name tables are pairs of templates, one per layout. A placeholder {i} is a layer index, {w} a
 parameter or buffer name; {k-1} on one side is {k} minus one (the release numbers its pitch blocks
@@ -12,6 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Optional
 
+import torch
 from torch import Tensor
 
 from ..errors import UserError
@@ -40,6 +42,10 @@ OFFICIAL_NAMES: list[tuple[str, str]] = [
     ("encoder.astp.linear2.weight", "speaker_branch.attention_score.weight"),
     ("encoder.astp.out.{w}", "speaker_branch.out.{w}"),
     ("encoder.astp.layer_norm.{w}", "speaker_branch.layer_norm.{w}"),
+    # the LayerNorm after the speaker subtraction (MindSpore `spk_norm`, Large only). The release publishes
+    # no PyTorch name for it, only a loader that looks for "sub_spk_norm": we write the first name, read both
+    ("encoder.sub_spk_norm.{w}", "speaker_norm.{w}"),
+    ("sub_spk_norm.{w}", "speaker_norm.{w}"),
 ]
 # fairseq's "layer_norm" extractor (HuBERT Large): LayerNorm inside (transpose, norm, transpose) at index 2
 OFFICIAL_LAYER_NORM_CNN = ("feature_extractor.conv_layers.{i}.2.1.{w}", "feature_extractor.conv_layers.{i}.norm.{w}")
@@ -47,8 +53,9 @@ OFFICIAL_LAYER_NORM_CNN = ("feature_extractor.conv_layers.{i}.2.1.{w}", "feature
 # the release's speaker attention is two 1x1 Conv1d, (out, in, 1); ours are Linear, (out, in)
 _CONV1X1 = {"speaker_branch.attention_hidden.weight", "speaker_branch.attention_score.weight"}
 
-# pretraining heads of a fairseq HuBERT/ProgRE checkpoint: not part of the encoder
-_OFFICIAL_HEADS = re.compile(r"final_proj\.|label_embs_concat|target_glu\.")
+# training heads of a fairseq HuBERT/ProgRE checkpoint, not part of the encoder: the masked-prediction
+# projection and label embeddings, and the release's speaker classifier (spk_linear)
+_OFFICIAL_HEADS = re.compile(r"final_proj\.|label_embs_concat|target_glu\.|spk_linear\.")
 
 # (torchaudio, ours)
 TORCHAUDIO_NAMES: list[tuple[str, str]] = [
@@ -128,26 +135,81 @@ def unwrap_checkpoint(obj: Any) -> Mapping[str, Tensor]:
     return obj
 
 
-def official_to_ours(state_dict: Mapping[str, Any]) -> dict[str, Tensor]:
-    """A release state dict (or fairseq checkpoint dict) renamed to our encoder's names and shapes.
+def official_to_ours(state_dict: Mapping[str, Any], expected: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """A release state dict (or fairseq checkpoint dict) renamed to our encoder's names and fitted to
+    the shapes of `expected` (the state dict of the encoder it is for).
 
-    Training heads (final_proj, label_embs_concat) are dropped; any other unknown name is a UserError.
+    Reads the release's PyTorch model layout and the converted checkpoint its conversion script
+    writes (MindSpore's shapes, no `num_batches_tracked`). As the release's README loader does, a
+    tensor of another rank than ours is reshaped (here only by adding or dropping unit axes: MindSpore's
+    Conv1d weights are (out, in, 1, k)) and one of the same rank but another shape is transposed.
+    Training heads are dropped; unknown names, two tensors for one name and shapes that cannot be
+    fitted are a UserError. Missing or surplus names are left to the strict load that follows.
     """
     state_dict = unwrap_checkpoint(state_dict)
     rules = _compile([OFFICIAL_LAYER_NORM_CNN] + OFFICIAL_NAMES)
     out: dict[str, Tensor] = {}
-    unknown = []
+    sources: dict[str, str] = {}
+    unknown, twice, misfits = [], [], []
     for name, tensor in state_dict.items():
         if _OFFICIAL_HEADS.match(name):
             continue
-        ours = _rename(name, rules)
+        if not isinstance(tensor, Tensor):
+            raise UserError(f"{name} is a {type(tensor).__name__}, not a tensor")
+        ours = _rename(_mindspore_norm_names(name), rules)
         if ours is None:
             unknown.append(name)
-        else:
-            out[ours] = tensor.squeeze(-1) if ours in _CONV1X1 else tensor
+            continue
+        if ours in out:
+            twice.append(f"{sources[ours]} and {name}")
+            continue
+        sources[ours] = name
+        out[ours] = tensor
+        if ours in expected:
+            fitted = _fit_shape(tensor, expected[ours].shape)
+            if fitted is None:
+                misfits.append(f"{name} {tuple(tensor.shape)} (the model's: {tuple(expected[ours].shape)})")
+            else:
+                out[ours] = fitted
+    problems = []
     if unknown:
-        raise UserError(f"unexpected tensors for the official ProgRE layout: {name_listing(unknown)}")
+        problems.append(f"unexpected tensors for the official ProgRE layout: {name_listing(unknown)}")
+    if twice:
+        problems.append(f"two tensors for one weight: {name_listing(twice, 3)}")
+    if misfits:
+        problems.append(f"shapes that do not fit the model, even without unit axes or transposed: "
+                        f"{name_listing(misfits, 3)}")
+    if problems:
+        raise UserError("; ".join(problems))
+    for name, buffer in expected.items():
+        # MindSpore's BatchNorm has no such counter, so the converted file lacks it. 0 is what the
+        # release's loader leaves (its fresh model's value); BatchNorm reads it only when momentum is None
+        # (a cumulative average), and ours uses momentum 0.1, so it changes no output and no training step.
+        if name.endswith(".num_batches_tracked") and name not in out:
+            out[name] = torch.zeros_like(buffer)
     return out
+
+
+def _mindspore_norm_names(name: str) -> str:
+    """The release's README loader renames `beta` to `bias` in `sub_spk_norm` names (a MindSpore name
+    its Large conversion left); `gamma` is the matching weight."""
+    if "sub_spk_norm." not in name:
+        return name
+    return re.sub(r"\.beta\Z", ".bias", re.sub(r"\.gamma\Z", ".weight", name))
+
+
+def _fit_shape(tensor: Tensor, shape: torch.Size) -> Optional[Tensor]:
+    """`tensor` with `shape`: as it is, without or with unit axes (rank differs), or transposed
+    (same rank); None when none of these gives `shape`."""
+    if tensor.shape == shape:
+        return tensor
+    if tensor.dim() != len(shape):
+        # only unit axes may differ, so the reshape keeps every element in place
+        if [n for n in tensor.shape if n != 1] == [n for n in shape if n != 1]:
+            return tensor.reshape(shape)
+        return None
+    transposed = tensor.permute(*reversed(range(tensor.dim())))
+    return transposed if transposed.shape == shape else None
 
 
 def ours_to_official(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -169,13 +231,17 @@ def ours_to_official(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
 
 
 def infer_official_overrides(state_dict: Mapping[str, Tensor]) -> dict[str, Any]:
-    """Config fields that a release state dict fixes beyond its size preset: the CNN's normalisation."""
+    """Config fields that a release state dict fixes beyond its size preset: the CNN's normalisation
+    and the LayerNorm after the speaker subtraction."""
     names = set(unwrap_checkpoint(state_dict))
+    overrides: dict[str, Any] = {}
     if "feature_extractor.conv_layers.1.2.1.weight" in names:
-        return {"conv_norm": "layer"}
-    if "feature_extractor.conv_layers.0.2.weight" in names:
-        return {"conv_norm": "group"}
-    return {}
+        overrides["conv_norm"] = "layer"
+    elif "feature_extractor.conv_layers.0.2.weight" in names:
+        overrides["conv_norm"] = "group"
+    if any("sub_spk_norm." in name for name in names):
+        overrides["speaker_norm"] = True
+    return overrides
 
 
 def torchaudio_hubert_to_ours(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
