@@ -10,8 +10,8 @@ import pytest
 
 from progre.data import espeak
 from progre.data.synth import resample_to_16k
-from progre.downstream.speech_metrics import (dtw_path, envelope_to_mel_cepstrum, mcd, mel_cepstrum, pesq_wb,
-                                              si_sdr, si_sdr_improvement, stoi)
+from progre.downstream.speech_metrics import (dtw_path, envelope_to_mel_cepstrum, mcd, mcd_of_cepstra, mel_cepstrum,
+                                              pesq_wb, si_sdr, si_sdr_improvement, stoi)
 
 
 @pytest.fixture(scope="module")
@@ -159,6 +159,17 @@ def test_dtw_follows_a_time_stretch():
     assert len(ia) == 120 and np.max(np.abs(ib - 119 / 59 * ia)) <= 2.0
 
 
+def test_mcd_of_cepstra_is_the_kubichek_formula_without_c0():
+    ref = np.zeros((5, 25))
+    conv = ref.copy()
+    conv[:, 0] = 3.0  # energy: left out
+    conv[:, 1] = 0.1
+    conv[:, 24] = -0.2
+    expected = 10 / math.log(10) * math.sqrt(2 * (0.1**2 + 0.2**2))  # 1.3732 dB
+    assert mcd_of_cepstra(ref, conv) == pytest.approx(expected, abs=1e-12)
+    assert mcd_of_cepstra(ref, np.concatenate([conv, conv])) == pytest.approx(expected, abs=1e-12)  # any path
+
+
 def test_mcd_is_zero_for_itself_grows_with_noise_and_is_symmetric(speech):
     assert mcd(speech, speech) == 0.0
     assert mcd(speech, 0.5 * speech) < 1e-3  # gain is c0 only, which MCD leaves out
@@ -166,6 +177,7 @@ def test_mcd_is_zero_for_itself_grows_with_noise_and_is_symmetric(speech):
     assert 0.5 < values[0] < values[1] < values[2] < values[3]
     noisy = speech + at_snr(speech, white(len(speech), 3), 20)
     assert mcd(noisy, speech) == pytest.approx(mcd(speech, noisy), abs=0.01)
+    assert mcd(speech, noisy) == mcd_of_cepstra(mel_cepstrum(speech), mel_cepstrum(noisy))
     other, _ = espeak.speak("The quick brown fox jumps over the lazy dog.", "en-us+f3")
     assert mcd(speech, resample_to_16k(other)) > values[1]  # another voice, same words, other timing
     assert math.isnan(mcd(speech, np.zeros(8000)))
