@@ -9,7 +9,7 @@ aperiodicity, FFT size 2048 (CheapTrick's size for that floor); pyworld codes th
 
 - the envelope with `code_spectral_envelope` to ENVELOPE_DIM = 40 coefficients (a DCT of the log
   envelope on a mel axis; not SPTK's all-pass mel-cepstrum). 40 is where the coding stops
-  mattering to the VC metric: on three eSpeak utterances, the MCD (speech_metrics, c1..c24)
+  mattering to the VC metric: on three eSpeak utterances, the frame-by-frame MCD (c1..c24)
   between the analysed envelope and the coded-and-decoded one is 0.91 dB at 24 coefficients,
   0.11 at 30, 0.04 at 40 and 0.02 at 60, while analysis and resynthesis alone cost 3.5-4.1 dB
   on the same speech; the coding's log-spectral distortion is 3.3, 2.6, 1.9 and 1.3 dB. More
