@@ -22,6 +22,25 @@ def noise(seconds: float, rate: int = 16000, amp: float = 0.1, seed: int = 0) ->
     return (amp * np.random.default_rng(seed).standard_normal(int(seconds * rate))).astype(np.float32)
 
 
+def vowel(f0: float = 120.0, formants=(700.0, 1200.0, 2600.0), seconds: float = 1.0,
+          rate: int = 16000) -> np.ndarray:
+    """A glottal pulse train at f0 through two-pole resonators at `formants` (a steady vowel)."""
+    import torch
+    import torchaudio.functional as AF
+
+    n = int(seconds * rate)
+    x = np.zeros(n, dtype=np.float64)
+    x[:: int(rate / f0)] = 1.0
+    y = torch.from_numpy(x)
+    for freq in formants:
+        r = np.exp(-np.pi * 80.0 / rate)  # 80 Hz bandwidth
+        a = [1.0, -2 * r * np.cos(2 * np.pi * freq / rate), r * r]
+        y = AF.lfilter(y, torch.tensor(a, dtype=torch.float64), torch.tensor([1.0 - r, 0.0, 0.0], dtype=torch.float64),
+                       clamp=False)
+    y = y.numpy()
+    return (0.3 * y / np.max(np.abs(y))).astype(np.float32)
+
+
 def write_audio(path: Path, data: np.ndarray, rate: int = 16000, subtype: str | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(path, data, rate, subtype=subtype)

@@ -2,28 +2,13 @@
 
 import numpy as np
 import pytest
-import torch
-import torchaudio.functional as AF
 
 from progre.data.synth import STYLES, UtterancePlan, make_speakers, render
 from progre.data.voice_quality import VoiceQuality, apply_voice_quality, tilt_gain, warp_envelope
 
+from .conftest import vowel
+
 SR = 16000
-
-
-def vowel(f0: float = 120.0, formants=(700.0, 1200.0, 2600.0), seconds: float = 1.0) -> np.ndarray:
-    """A glottal pulse train at f0 through two-pole resonators at `formants` (a steady vowel)."""
-    n = int(seconds * SR)
-    x = np.zeros(n, dtype=np.float64)
-    x[:: int(SR / f0)] = 1.0
-    y = torch.from_numpy(x)
-    for freq in formants:
-        r = np.exp(-np.pi * 80.0 / SR)  # 80 Hz bandwidth
-        a = [1.0, -2 * r * np.cos(2 * np.pi * freq / SR), r * r]
-        y = AF.lfilter(y, torch.tensor(a, dtype=torch.float64), torch.tensor([1.0 - r, 0.0, 0.0], dtype=torch.float64),
-                       clamp=False)
-    y = y.numpy()
-    return (0.3 * y / np.max(np.abs(y))).astype(np.float32)
 
 
 def spectrum(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

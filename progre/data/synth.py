@@ -17,7 +17,7 @@ utterance (see voice_quality.py; `synth.voice_quality: false` keeps eSpeak's out
 Without voice quality, pitch level and range were the styles' main cues, and the ProgRE input
 removes both by design (GroupNorm after the first convolution removes level, the pitch branch
 sees log F0 z-normalised per utterance). A fraction of the utterances gets
-white, pink or brown noise at an SNR drawn from a range. Every speaker appears in every split,
+white, pink or brown noise (noise.py) at an SNR drawn from a range. Every speaker appears in every split,
 and every utterance has its own sentence, so test and valid sentences are unseen in training.
 The same seed gives byte-identical files.
 
@@ -47,6 +47,7 @@ from ..errors import UserError
 from ..log import logger, track
 from ..parallel import ordered_map
 from . import espeak
+from .noise import NOISE_COLOURS, add_noise
 from .text import sentence_pools
 from .voice_quality import VoiceQuality, apply_voice_quality
 
@@ -67,7 +68,6 @@ PITCH_RANGE_OF_SPEAKERS = (30, 70)
 RANGE_RANGE_OF_SPEAKERS = (35, 75)
 RATE_RANGE_OF_SPEAKERS = (145, 195)
 
-NOISE_COLOURS = ("white", "pink", "brown")
 RESAMPLE_BUCKET = espeak.SAMPLE_RATE // 4
 """Inputs are padded to a multiple of 0.25 s before resampling (see `resample_to_16k`)."""
 
@@ -247,31 +247,6 @@ def style_prosody(speaker: Speaker, style: str) -> dict[str, int]:
         "pitch_range": int(np.clip(round(speaker.pitch_range * st.range_scale), 0, 100)),
         "volume": st.volume,
     }
-
-
-def coloured_noise(n: int, colour: str, rng: np.random.Generator) -> np.ndarray:
-    """Unit-RMS noise of `n` samples with a 1/f^a power spectrum (white a=0, pink a=1, brown a=2)."""
-    exponent = {"white": 0.0, "pink": 1.0, "brown": 2.0}[colour]
-    white = rng.standard_normal(n)
-    if exponent == 0.0:
-        noise = white
-    else:
-        spectrum = np.fft.rfft(white)
-        freqs = np.fft.rfftfreq(n)
-        scale = np.zeros_like(freqs)
-        scale[1:] = freqs[1:] ** (-exponent / 2)
-        noise = np.fft.irfft(spectrum * scale, n)
-    rms = np.sqrt(np.mean(noise**2))
-    return (noise / rms if rms > 0 else noise).astype(np.float32)
-
-
-def add_noise(wav: np.ndarray, colour: str, snr_db: float, rng: np.random.Generator) -> np.ndarray:
-    """`wav` plus `colour` noise at `snr_db` relative to the mean power of the whole utterance."""
-    power = float(np.mean(wav.astype(np.float64) ** 2))
-    if power == 0.0:
-        return wav
-    noise = coloured_noise(len(wav), colour, rng) * np.float32(np.sqrt(power / 10 ** (snr_db / 10)))
-    return wav + noise
 
 
 def resample_to_16k(samples: np.ndarray) -> np.ndarray:

@@ -6,6 +6,7 @@
 - `tasks`: SID, PR, ASR, ER: labels, heads, losses, decoding, metrics
 - `heads`: linear and BiLSTM heads; `ctc`: CTC loss and greedy decoding
 - `metrics`: edit distance, PER, WER, CER, accuracy
+- `speech_metrics`: PESQ, STOI, SI-SDR and SI-SDRi (SE); mel-cepstral distortion with DTW (VC)
 - `train`: fitting a head with early stopping on valid, scoring test
 - `protocol`: `progre evaluate`, every task on one upstream
 - `plots`: layer-weight bar plots
