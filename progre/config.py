@@ -273,8 +273,8 @@ class SynthParams(Params):
 class ShardParams(Params):
     SECTION: ClassVar[str] = "shard"
 
-    input_format: str = param("auto", "corpus layout; auto detects it",
-                              choices=("auto", "librispeech", "folder", "manifest"))
+    input_format: str = param("auto", "corpus layout; auto detects it (aishell: AISHELL-1's wav/ and transcript/)",
+                              choices=("auto", "librispeech", "aishell", "folder", "manifest"))
     default_split: str = param("train", "split for items whose corpus gives none",
                                choices=("train", "valid", "test"))
     max_shard_mb: float = param(64.0, "upper bound of one tar shard in MB", min=0.01)
