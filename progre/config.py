@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -404,7 +405,12 @@ class PretrainParams(Params):
 class EvaluateParams(Params):
     SECTION: ClassVar[str] = "evaluate"
 
-    tasks: list[str] = param(["sid", "pr", "asr", "er"], "downstream tasks", choices=("sid", "pr", "asr", "er"))
+    TASK_NAMES: ClassVar[tuple[str, ...]] = ("sid", "pr", "asr", "er", "lid")
+
+    tasks: list[str] = param(["sid", "pr", "asr", "er"], "downstream tasks: sid (speaker), pr (phones), asr "
+                             "(transcripts, any script), er (style), lid (language), or cls:COLUMN to classify "
+                             "utterances by any categorical metadata column (e.g. [sid,lid,cls:accent]; outputs "
+                             "in cls-COLUMN/)")
     lr: list[float] | None = param(None, "learning rates of heads and layer weights; each is tried and the "
                                          "one with the best valid score kept (null: each task's default: SID and "
                                          "ER [1e-2, 1e-3], PR [1e-1, 3e-2], ASR [1e-2])", above=0.0)
@@ -420,7 +426,8 @@ class EvaluateParams(Params):
     asr_hidden: int = param(128, "hidden units per direction of the ASR BiLSTM", min=1)
     asr_layers: int = param(2, "BiLSTM layers of the ASR head", min=1)
     phonemize_voice: str = param("en-us", "eSpeak NG voice that phonemises transcripts for PR when the corpus "
-                                          "has text but no phones")
+                                          "has text but no phones, for utterances without a language; an "
+                                          "utterance's language (ISO 639 code) picks its own voice")
     batch_seconds: float = param(60.0, "audio seconds per batch when computing hidden states", min=1.0)
     hidden_dtype: str = param("float16", "storage type of cached hidden states", choices=("float16", "float32"))
     seed: int = param(1234, "random seed of head initialisation, batch order and random-init upstreams")
@@ -428,7 +435,11 @@ class EvaluateParams(Params):
 
     def check(self) -> None:
         if not self.tasks:
-            raise UserError("evaluate.tasks: give at least one task (sid, pr, asr, er)")
+            raise UserError("evaluate.tasks: give at least one task (sid, pr, asr, er, lid, cls:COLUMN)")
+        for task in self.tasks:
+            if task not in self.TASK_NAMES and not re.fullmatch(r"cls:[A-Za-z0-9_][A-Za-z0-9_-]*", task):
+                raise UserError(f"evaluate.tasks: {task!r} is not a task (sid, pr, asr, er, lid, or cls:COLUMN "
+                                f"with COLUMN a metadata column of letters, digits, _ and -)")
 
 
 @dataclass

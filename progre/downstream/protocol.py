@@ -31,7 +31,7 @@ from ..log import logger
 from .data import FrameSplit, PooledSplit, state_statistics, utterance_means
 from .featurizer import Featurizer
 from .plots import WeightPanel, save_weight_plot
-from . import TASKS
+from . import DEFAULT_TASKS
 from .tasks import SPLITS, Prepared, Task, TaskSkipped, make_task
 from .train import DownstreamModel, FitResult, FitSettings, fit
 from .upstreams import HiddenStates, Upstream, cached_hidden_states
@@ -41,7 +41,7 @@ from .upstreams import HiddenStates, Upstream, cached_hidden_states
 class EvaluationSettings:
     """The protocol's settings (the `evaluate` params section); see `progre params evaluate`."""
 
-    tasks: tuple[str, ...] = TASKS
+    tasks: tuple[str, ...] = DEFAULT_TASKS
     lr: Optional[tuple[float, ...]] = None
     batch_size: int = 16
     max_epochs: Optional[int] = None
@@ -101,15 +101,25 @@ def evaluate_upstream(upstream: Upstream, shards: Shards, folder: Path, settings
 
 
 def _task(name: str, p: EvaluationSettings) -> Task:
-    from ..data.espeak import phonemize
+    from ..data.espeak import phonemize, voice_for_language
 
-    return make_task(name, p.asr_hidden, p.asr_layers, lambda text: phonemize(text, p.phonemize_voice))
+    def voice_for(language: Optional[str]) -> Optional[str]:
+        """The utterance's language picks the voice; utterances without one get `phonemize_voice`."""
+        return p.phonemize_voice if language is None else voice_for_language(language)
+
+    return make_task(name, p.asr_hidden, p.asr_layers, phonemize, voice_for)
 
 
 def _prepare(tasks: list[Task], shards: Shards) -> tuple[dict[str, Prepared], dict[str, str]]:
-    """Each task's labelled splits, or why it cannot run (logged)."""
+    """Each task's labelled splits, or why it cannot run (logged). Columns the index lacks (any metadata
+    column beyond its schema, for `cls:COLUMN`) come from the utterances' json members."""
+    wanted = list(dict.fromkeys(c for t in tasks for c in t.columns))
+    indexed = set(shards.index.column_names)
+    extra = [c for c in wanted if c not in indexed]
+    meta = shards.metadata(extra) if extra else {}
     rows: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
-    for row in shards.rows(columns=("key", "split", "speaker", "style", "text", "phones")):
+    for row in shards.rows(columns=list(dict.fromkeys(["key", "split", *wanted]))):
+        row.update(meta.get(row["key"], {}))
         rows[row["split"]].append(row)
     prepared, skipped = {}, {}
     for task in tasks:
@@ -184,7 +194,8 @@ def _evaluate_task(task: Task, prep: Prepared, p: EvaluationSettings, inputs: In
         "layer_norm": p.layer_norm, "standardize": p.standardize,
         "num_states": hidden.num_states, "state_names": hidden.state_names, "frame_rate": hidden.frame_rate,
         "utterances": {s: len(ex) for s, ex in splits.items()},
-        "classes" if task.pooled else "tokens": len(prep.vocabulary), "notes": notes, "seconds": result.seconds,
+        "classes" if task.pooled else "tokens": len(prep.vocabulary), "vocabulary": prep.vocabulary,
+        "notes": notes, "seconds": result.seconds,
     }
 
 
