@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -273,8 +274,8 @@ class SynthParams(Params):
 class ShardParams(Params):
     SECTION: ClassVar[str] = "shard"
 
-    input_format: str = param("auto", "corpus layout; auto detects it",
-                              choices=("auto", "librispeech", "folder", "manifest"))
+    input_format: str = param("auto", "corpus layout; auto detects it (aishell: AISHELL-1's wav/ and transcript/)",
+                              choices=("auto", "librispeech", "aishell", "folder", "manifest"))
     default_split: str = param("train", "split for items whose corpus gives none",
                                choices=("train", "valid", "test"))
     max_shard_mb: float = param(64.0, "upper bound of one tar shard in MB", min=0.01)
@@ -404,7 +405,12 @@ class PretrainParams(Params):
 class EvaluateParams(Params):
     SECTION: ClassVar[str] = "evaluate"
 
-    tasks: list[str] = param(["sid", "pr", "asr", "er"], "downstream tasks", choices=("sid", "pr", "asr", "er"))
+    TASK_NAMES: ClassVar[tuple[str, ...]] = ("sid", "pr", "asr", "er", "lid")
+
+    tasks: list[str] = param(["sid", "pr", "asr", "er"], "downstream tasks: sid (speaker), pr (phones), asr "
+                             "(transcripts, any script), er (style), lid (language), or cls:COLUMN to classify "
+                             "utterances by any categorical metadata column (e.g. [sid,lid,cls:accent]; outputs "
+                             "in cls-COLUMN/)")
     protocol: str = param("demo", "heads, schedules and featurizer normalisation: demo (small heads for the built-in "
                                   "corpus on a CPU) or superb (s3prl's downstream settings, for Base-scale upstreams; "
                                   "see docs/DESIGN.md)", choices=("demo", "superb"))
@@ -430,7 +436,8 @@ class EvaluateParams(Params):
                                          "128, superb 1024)", min=1)
     asr_layers: int | None = param(None, "BiLSTM layers of the ASR head (null: the protocol's; 2)", min=1)
     phonemize_voice: str = param("en-us", "eSpeak NG voice that phonemises transcripts for PR when the corpus "
-                                          "has text but no phones")
+                                          "has text but no phones, for utterances without a language; an "
+                                          "utterance's language (ISO 639 code) picks its own voice")
     batch_seconds: float = param(60.0, "audio seconds per batch when computing hidden states", min=1.0)
     hidden_dtype: str = param("float16", "storage type of cached hidden states", choices=("float16", "float32"))
     max_ram_gb: float = param(8.0, "hidden states of the evaluated utterances are held in memory as float32 up to "
@@ -441,7 +448,11 @@ class EvaluateParams(Params):
 
     def check(self) -> None:
         if not self.tasks:
-            raise UserError("evaluate.tasks: give at least one task (sid, pr, asr, er)")
+            raise UserError("evaluate.tasks: give at least one task (sid, pr, asr, er, lid, cls:COLUMN)")
+        for task in self.tasks:
+            if task not in self.TASK_NAMES and not re.fullmatch(r"cls:[A-Za-z0-9_][A-Za-z0-9_-]*", task):
+                raise UserError(f"evaluate.tasks: {task!r} is not a task (sid, pr, asr, er, lid, or cls:COLUMN "
+                                f"with COLUMN a metadata column of letters, digits, _ and -)")
 
 
 @dataclass

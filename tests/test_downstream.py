@@ -235,11 +235,12 @@ def test_classification_without_labels_is_skipped():
 def test_phone_targets_from_phones_or_phonemised_text():
     calls = []
 
-    def phonemize(text: str) -> list[str]:
+    def phonemize(text: str, voice: str) -> list[str]:
         calls.append(text)
+        assert voice == "en-us"
         return text.split()
 
-    task = PhoneRecognition(phonemize)
+    task = PhoneRecognition(phonemize, lambda language: "en-us")
     rows = {"train": _rows("train", {"phones": ["sil", "a", "b", "sil"], "text": "ignored"}, {"text": "b c"}),
             "valid": _rows("valid", {"phones": ["a", "z"]}, {"text": None}),
             "test": _rows("test", {"phones": ["sil"], "text": "a"})}
@@ -256,14 +257,18 @@ def test_phone_targets_from_phones_or_phonemised_text():
 
 
 def test_asr_targets_and_transcript_normalisation():
-    assert normalize_transcript("Don't stop, Bob-by!  42") == "don't stop bob by"
+    assert normalize_transcript("Don't stop, Bob-by!  42") == "don't stop bob by 42"
+    assert normalize_transcript("'Tis the dogs' ' bone") == "'tis the dogs' bone"  # a lone quote is no apostrophe
     task = SpeechRecognition()
     rows = {"train": _rows("train", {"text": "Hi, yo!"}), "valid": _rows("valid", {"text": "..."}, {"text": "a"}),
             "test": _rows("test", {"text": "b"})}
     prep = task.prepare(rows)
-    assert prep.vocabulary[:2] == [" ", "'"] and len(prep.vocabulary) == 28
-    assert prep.splits["train"].targets == [[10, 11, 1, 27, 17]]  # h i _ y o (blank 0, space 1, apostrophe 2, a 3)
+    assert prep.vocabulary == [" ", "h", "i", "o", "y"]  # the characters of the training transcripts
+    assert prep.splits["train"].targets == [[2, 3, 1, 5, 4]]  # h i _ y o (blank 0)
     assert prep.splits["valid"].keys == ["valid1"]
+    assert prep.splits["valid"].references == ["a"] and prep.splits["valid"].targets == [[]]
+    assert any("2 valid/test characters of 2 kinds absent from train (a b) count as errors" in n for n in prep.notes)
+    assert task.metric == "wer" and set(task.score(["hi yo"], ["hi yo"])) == {"wer", "cer"}
     assert task.stride(100) == 2 and task.stride(50) == 1
 
 

@@ -1,6 +1,6 @@
 """Corpus readers: find the utterances of a corpus and their metadata, without decoding audio.
 
-Three layouts are understood:
+Four layouts are understood:
 
 - LibriSpeech: ``[subset/]speaker/chapter/*.flac`` with ``speaker-chapter.trans.txt``; the split
   comes from the subset name (train-* -> train, dev-* -> valid, test-* -> test).
@@ -10,6 +10,11 @@ Three layouts are understood:
   ``split``. In csv/tsv, list columns are space-separated.
 - A fairseq manifest (``.tsv``: first line the audio root, then ``relative/path<TAB>samples``),
   with transcripts from a ``.wrd`` file beside it when present; the split comes from its name.
+- AISHELL-1 as published (``data_aishell``): ``wav/{train,dev,test}/SPEAKER/ID.wav`` (the speakers'
+  archives in ``wav/`` extracted in place) and ``transcript/aishell_transcript_v0.8.txt`` (``ID``
+  then the word-segmented Chinese text); the split comes from the folder under ``wav/``, the
+  speaker from the one below, and the language is ``zh``. Audio without a transcript line is kept
+  without text; a transcript line without audio is a reject.
 
 Readers yield `CorpusItem`s and report unusable rows as `Reject`s; nothing is dropped silently.
 """
@@ -69,12 +74,18 @@ def split_from_name(name: str, default: str) -> str:
     return default
 
 
+AISHELL_TRANSCRIPTS = "transcript/aishell_transcript*.txt"
+AISHELL_LANGUAGE = "zh"
+
+
 def detect_format(corpus: Path) -> str:
-    """librispeech, folder or manifest, from what the path looks like."""
+    """librispeech, aishell, folder or manifest, from what the path looks like."""
     if corpus.is_file():
         if corpus.suffix == ".tsv":
             return "manifest"
         raise UserError(f"{corpus}: expected a folder or a fairseq .tsv manifest")
+    if (corpus / "wav").is_dir() and next(corpus.glob(AISHELL_TRANSCRIPTS), None) is not None:
+        return "aishell"
     if next(corpus.rglob("*.trans.txt"), None) is not None:
         return "librispeech"
     return "folder"
@@ -89,6 +100,8 @@ def read_corpus(corpus: Path, input_format: str = "auto", metadata: Path | None 
     fmt = detect_format(corpus) if input_format == "auto" else input_format
     if fmt == "librispeech":
         items, rejects = _read_librispeech(corpus, default_split)
+    elif fmt == "aishell":
+        items, rejects = _read_aishell(corpus, default_split)
     elif fmt == "manifest":
         items, rejects = _read_manifest(corpus, default_split)
     elif fmt == "folder":
@@ -132,6 +145,38 @@ def _read_librispeech(root: Path, default_split: str) -> tuple[list[CorpusItem],
                 continue
             items.append(CorpusItem(sanitize_key(utt_id), audio,
                                     {"speaker": speaker, "text": text, "split": split}))
+    return items, rejects
+
+
+def _read_aishell(root: Path, default_split: str) -> tuple[list[CorpusItem], list[Reject]]:
+    transcripts = sorted(root.glob(AISHELL_TRANSCRIPTS))
+    if not transcripts or not (root / "wav").is_dir():
+        raise UserError(f"{root}: not an AISHELL-1 folder (expected wav/ and {AISHELL_TRANSCRIPTS})")
+    texts: dict[str, tuple[str, str]] = {}  # id -> (text, where: file:line)
+    for transcript in transcripts:
+        try:
+            lines = transcript.read_text(encoding="utf-8-sig").splitlines()
+        except UnicodeDecodeError as exc:
+            raise UserError(f"{transcript} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+                            f"{exc.start})") from None
+        for number, line in enumerate(lines, start=1):
+            utt_id, _, text = line.strip().partition(" ")
+            if utt_id:
+                texts.setdefault(utt_id, (text.strip(), f"{transcript}:{number}"))
+    items, found = [], set()
+    for wav in sorted((root / "wav").rglob("*")):
+        if not (wav.is_file() and wav.suffix.lower() in AUDIO_SUFFIXES):
+            continue
+        parts = wav.relative_to(root / "wav").parts
+        meta: dict[str, Any] = {"split": split_from_name(parts[0], default_split) if len(parts) > 1 else default_split,
+                                "language": AISHELL_LANGUAGE}
+        if len(parts) > 2:
+            meta["speaker"] = wav.parent.name
+        if wav.stem in texts and texts[wav.stem][0]:
+            meta["text"] = texts[wav.stem][0]
+        found.add(wav.stem)
+        items.append(CorpusItem(sanitize_key(wav.stem), wav, meta))
+    rejects = [Reject(where, "audio file missing", utt_id) for utt_id, (_, where) in texts.items() if utt_id not in found]
     return items, rejects
 
 

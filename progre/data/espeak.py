@@ -21,7 +21,11 @@ Phone inventory: eSpeak's own English phoneme mnemonics (ASCII, Kirshenbaum-like
 (see `PAUSE`). The exact set depends on the accent (each English accent has its own phoneme
 table). Pause events (names starting with `_`) and the silence before the first phone and after
 the last one become `sil`; adjacent pauses are merged. Word boundaries inside a phrase have no
-pause in eSpeak, so `sil` appears only at the edges and at punctuation pauses.
+pause in eSpeak, so `sil` appears only at the edges and at punctuation pauses. Other languages have
+their own mnemonics (Mandarin: pinyin-like phones with Chao tone digits fused to the vowel, `o214`).
+
+Languages: `voice_for_language` maps a corpus's ISO 639 code (``ru``, ``rus``, ``pt-BR``, ``zh``) to
+the eSpeak NG voice that reads it, or None when the shipped data has none.
 """
 
 from __future__ import annotations
@@ -161,6 +165,88 @@ def variant_names() -> tuple[str, ...]:
     return tuple(sorted(p.name for p in folder.iterdir() if p.is_file())) if folder.is_dir() else ()
 
 
+LANGUAGE_CODES = {
+    "afr": "af", "amh": "am", "arg": "an", "ara": "ar", "asm": "as", "aze": "az", "bak": "ba", "bel": "be",
+    "bul": "bg", "ben": "bn", "bos": "bs", "cat": "ca", "ces": "cs", "cze": "cs", "cym": "cy", "wel": "cy",
+    "dan": "da", "deu": "de", "ger": "de", "ell": "el", "gre": "el", "eng": "en", "epo": "eo", "spa": "es",
+    "est": "et", "eus": "eu", "baq": "eu", "fas": "fa", "per": "fa", "fin": "fi", "fra": "fr", "fre": "fr",
+    "gle": "ga", "gla": "gd", "grn": "gn", "guj": "gu", "heb": "he", "hin": "hi", "hrv": "hr", "hat": "ht",
+    "hun": "hu", "hye": "hy", "arm": "hy", "ina": "ia", "ind": "id", "ido": "io", "isl": "is", "ice": "is",
+    "ita": "it", "jpn": "ja", "kat": "ka", "geo": "ka", "kaz": "kk", "kal": "kl", "kan": "kn", "kor": "ko",
+    "kur": "ku", "kir": "ky", "lat": "la", "ltz": "lb", "lit": "lt", "lav": "lv", "mri": "mi", "mao": "mi",
+    "mkd": "mk", "mac": "mk", "mal": "ml", "mar": "mr", "msa": "ms", "may": "ms", "mlt": "mt", "mya": "my",
+    "bur": "my", "nob": "nb", "nor": "nb", "no": "nb", "nep": "ne", "nld": "nl", "dut": "nl", "orm": "om",
+    "ori": "or", "pan": "pa", "pol": "pl", "por": "pt", "que": "qu", "ron": "ro", "rum": "ro", "rus": "ru",
+    "snd": "sd", "sin": "si", "slk": "sk", "slo": "sk", "slv": "sl", "sqi": "sq", "alb": "sq", "srp": "sr",
+    "swe": "sv", "swa": "sw", "tam": "ta", "tel": "te", "tha": "th", "tir": "ti", "tuk": "tk", "tsn": "tn",
+    "tur": "tr", "tat": "tt", "uig": "ug", "ukr": "uk", "urd": "ur", "uzb": "uz", "vie": "vi",
+    "zho": "zh", "chi": "zh",
+}
+"""ISO 639-2/3 codes (and Norwegian `no`) -> the two-letter code eSpeak NG names its voice by."""
+
+LANGUAGE_VOICES = {"en": "en-us", "en-us": "en-us", "en-gb": "en", "en-uk": "en", "zh": "cmn", "zh-cmn": "cmn", "zh-yue": "yue"}
+"""Codes whose eSpeak NG voice is not the one of the same name: English is American English (the project's
+default; eSpeak's `en` is British), Chinese is Mandarin (eSpeak has no `zh` voice), `zh-yue` is Cantonese."""
+
+
+@lru_cache(maxsize=1)
+def voice_names() -> dict[str, str]:
+    """Lower-cased name -> name of every usable voice shipped with the wheel: the files under `lang/`
+    (`en-US`, `cmn`, ...) whose pronunciation dictionary is there too. Its name is the voice file's
+    `dictionary` line, else the primary subtag of its first `language` line; the wheel ships voice files
+    without a dictionary (Faroese `fo`, Karakalpak `kaa`), which eSpeak would load and read with no rules."""
+    data = Path(_paths()[1])
+    voices = {}
+    for path in sorted((data / "lang").rglob("*")):
+        if not path.is_file():
+            continue
+        dictionary = language = None
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            words = line.split()
+            if len(words) >= 2 and words[0] == "dictionary":
+                dictionary = words[1]
+            elif len(words) >= 2 and words[0] == "language" and language is None:
+                language = words[1].partition("-")[0]
+        if (data / f"{dictionary or language}_dict").is_file():
+            voices[path.name.lower()] = path.name
+    return voices
+
+
+@lru_cache(maxsize=None)
+def voice_for_language(language: str) -> str | None:
+    """The eSpeak NG voice that reads text in `language`, an ISO 639 code with optional subtags, or None
+    when the shipped data has none.
+
+    Case and ``_`` / ``-`` do not matter. A code in `LANGUAGE_VOICES` gets that voice; a code that names a
+    voice is that voice (``es-419``, ``pt-BR``, ``fr-BE``, ``cmn``, ``yue``, also eSpeak names such as
+    ``en-GB-x-rp``); three-letter codes become two-letter ones (`LANGUAGE_CODES`: ``rus`` -> ``ru``);
+    ``es`` with a region other than Spain is Latin-American Spanish (``es-419``); other subtags (region,
+    script) without a voice of their own are dropped (``fr-FR`` -> ``fr``, ``zh-Hans`` -> ``cmn``).
+    "ru" -> "ru", "eng" -> "en-us", "zh-CN" -> "cmn", "xx" -> None.
+    """
+    voices = voice_names()
+    tag = language.strip().lower().replace("_", "-")
+    if not tag:
+        return None
+    if tag in LANGUAGE_VOICES:
+        return LANGUAGE_VOICES[tag]
+    if tag in voices:
+        return voices[tag]
+    primary, _, rest = tag.partition("-")
+    primary = LANGUAGE_CODES.get(primary, primary)
+    if rest:
+        regional = f"{primary}-{rest}"
+        if regional in LANGUAGE_VOICES:
+            return LANGUAGE_VOICES[regional]
+        if regional in voices:
+            return voices[regional]
+        if primary == "es" and rest.partition("-")[0] != "es" and "es-419" in voices:
+            return voices["es-419"]
+    if primary in LANGUAGE_VOICES:
+        return LANGUAGE_VOICES[primary]
+    return voices.get(primary)
+
+
 def _set_voice(lib: ctypes.CDLL, voice: str, rate: int, pitch: int, pitch_range: int, volume: int) -> None:
     """Select `voice` ("en-us+f3": accent + variant) and the prosody parameters.
 
@@ -213,10 +299,14 @@ def speak(text: str, voice: str = "en-us", rate: int = 175, pitch: int = 50, pit
 
 
 def normalise_phone(name: str) -> str:
-    """An eSpeak mnemonic as a phone label: stress marks dropped, pauses as PAUSE ("" if empty)."""
+    """An eSpeak mnemonic as a phone label: stress marks dropped, pauses as PAUSE, "" for nothing and for
+    language-switch markers: text in another script switches eSpeak to that language's dictionary for the
+    words and it emits markers such as ``(en)`` and ``(cmn)`` around them, which are not phones."""
     name = name.strip().strip("\x00")
     if name.startswith("_"):
         return PAUSE
+    if name.startswith("(") and name.endswith(")"):
+        return ""
     return name.lstrip(STRESS_MARKS)
 
 
@@ -283,7 +373,9 @@ def phonemize(text: str, voice: str = "en-us") -> list[str]:
 
     Uses `espeak_TextToPhonemes` (no synthesis, about as fast as reading the text). Its phonemes are the
     ones synthesis reports as phoneme events, except that it gives no pauses: the result holds no PAUSE
-    and no word boundaries. Returns [] for text without speakable words.
+    and no word boundaries; and in tone languages (cmn, yue) it fuses the tone to the vowel (`o214`)
+    where synthesis reports the bare vowel (`o`). Returns [] for text without speakable words. For the
+    voice of a language code, see `voice_for_language`.
     """
     if not text.strip():
         return []

@@ -46,6 +46,7 @@ INDEX_SCHEMA = pa.schema([
     ("phone_start", pa.list_(pa.float64())),
     ("phone_end", pa.list_(pa.float64())),
     ("style", pa.string()),
+    ("language", pa.string()),  # ISO 639 code (en, ru, zh, ...): picks the eSpeak voice, LID's label
     ("source", pa.string()),
     ("flac_offset", pa.int64()),  # where the key's FLAC bytes start in its tar, for random access
     ("flac_bytes", pa.int64()),

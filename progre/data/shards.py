@@ -5,7 +5,8 @@ A shard folder (written by `progre.data.sharding`) holds WebDataset tars of ``<k
 serves
 
 - the index itself (`rows`, `keys`, splits) and the corpus `fingerprint` that ties features,
-  labels and checkpoints to this corpus;
+  labels and checkpoints to this corpus; `metadata` reads the columns beyond the index's from the
+  utterances' json members;
 - streaming (`stream`): decoded utterances in shard-name order, each shard in its stored order,
   through webdataset's `WebDataset` pipeline, optionally split across ranks;
 - random access (`read_audio`): one utterance's FLAC bytes read at the offset the index records.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -96,6 +98,23 @@ class Shards:
         if name not in self.index.column_names:
             return dict.fromkeys(keys)
         return dict(zip(keys, self.index.column(name).to_pylist()))
+
+    def metadata(self, columns: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """key -> {column: value (None when absent)} from each utterance's json member: every metadata
+        column of the corpus, also those beyond the index's (``accent``, ``gender``, ...). Reads the tar
+        headers and the json members only; the audio is skipped, not read."""
+        columns = list(columns)
+        values: dict[str, dict[str, Any]] = {}
+        for path in self.tar_paths():
+            try:
+                with tarfile.open(path, "r:") as tar:
+                    for member in tar:
+                        if member.name.endswith(".json"):
+                            meta = json.loads(tar.extractfile(member).read())  # type: ignore[union-attr]
+                            values[member.name[:-len(".json")]] = {c: meta.get(c) for c in columns}
+            except (tarfile.TarError, OSError, ValueError) as exc:
+                raise UserError(f"{path}: cannot read its metadata ({exc}); re-run `progre shard`") from None
+        return values
 
     @cached_property
     def fingerprint(self) -> str:

@@ -31,8 +31,8 @@ from ..log import logger
 from .data import FrameSplit, PooledSplit, StateTable, state_statistics, utterance_means
 from .featurizer import Featurizer
 from .plots import WeightPanel, save_weight_plot
+from . import DEFAULT_TASKS
 from .recipes import PROTOCOLS, Protocol, with_overrides
-from . import TASKS
 from .tasks import SPLITS, Prepared, Task, TaskSkipped, make_task
 from .train import DownstreamModel, FitResult, FitSettings, fit
 from .upstreams import HiddenStates, Upstream, cached_hidden_states
@@ -43,7 +43,7 @@ class EvaluationSettings:
     """The protocol's settings (the `evaluate` params section); see `progre params evaluate`. Values
     left None take the protocol's (`recipes`)."""
 
-    tasks: tuple[str, ...] = TASKS
+    tasks: tuple[str, ...] = DEFAULT_TASKS
     protocol: str = "demo"
     head_seeds: int = 3
     lr: Optional[tuple[float, ...]] = None
@@ -116,15 +116,25 @@ def evaluate_upstream(upstream: Upstream, shards: Shards, folder: Path, settings
 
 
 def _task(name: str, p: EvaluationSettings) -> Task:
-    from ..data.espeak import phonemize
+    from ..data.espeak import phonemize, voice_for_language
 
-    return make_task(name, lambda text: phonemize(text, p.phonemize_voice))
+    def voice_for(language: Optional[str]) -> Optional[str]:
+        """The utterance's language picks the voice; utterances without one get `phonemize_voice`."""
+        return p.phonemize_voice if language is None else voice_for_language(language)
+
+    return make_task(name, phonemize, voice_for)
 
 
 def _prepare(tasks: list[Task], shards: Shards) -> tuple[dict[str, Prepared], dict[str, str]]:
-    """Each task's labelled splits, or why it cannot run (logged)."""
+    """Each task's labelled splits, or why it cannot run (logged). Columns the index lacks (any metadata
+    column beyond its schema, for `cls:COLUMN`) come from the utterances' json members."""
+    wanted = list(dict.fromkeys(c for t in tasks for c in t.columns))
+    indexed = set(shards.index.column_names)
+    extra = [c for c in wanted if c not in indexed]
+    meta = shards.metadata(extra) if extra else {}
     rows: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
-    for row in shards.rows(columns=("key", "split", "speaker", "style", "text", "phones")):
+    for row in shards.rows(columns=list(dict.fromkeys(["key", "split", *wanted]))):
+        row.update(meta.get(row["key"], {}))
         rows[row["split"]].append(row)
     prepared, skipped = {}, {}
     for task in tasks:
@@ -217,8 +227,8 @@ def _evaluate_task(task: Task, prep: Prepared, p: EvaluationSettings, inputs: In
         "layer_norm": inputs.protocol.layer_norm, "standardize": inputs.protocol.standardize,
         "num_states": hidden.num_states, "state_names": hidden.state_names, "frame_rate": hidden.frame_rate,
         "utterances": {s: len(ex) for s, ex in splits.items()},
-        "classes" if task.pooled else "tokens": len(prep.vocabulary), "notes": notes,
-        "seconds": sum(r.seconds for r in [*searched.values(), *runs[1:]]),
+        "classes" if task.pooled else "tokens": len(prep.vocabulary), "vocabulary": prep.vocabulary,
+        "notes": notes, "seconds": sum(r.seconds for r in [*searched.values(), *runs[1:]]),
     }
 
 

@@ -1,16 +1,22 @@
 """The downstream tasks: which labels each reads, its head, loss, decoding and metric.
 
-| task | labels (index column) | input | head | metric |
+| task | labels (metadata column) | input | head | metric |
 |---|---|---|---|---|
 | SID | speaker | utterance mean | linear | accuracy |
-| PR | phones (without `sil`), else eSpeak phonemisation of text | frames | linear + CTC | PER |
-| ASR | text (letters, apostrophe, space) | frames | BiLSTM + CTC | WER (CER too) |
+| PR | phones (without `sil`), else eSpeak phonemisation of text in the utterance's language | frames | linear + CTC | PER |
+| ASR | text (normalised, any script: `transcripts`) | frames | BiLSTM + CTC | WER and CER, or CER alone |
 | ER | style | utterance mean | linear | accuracy |
+| LID | language | utterance mean | linear | accuracy |
+| `cls:COLUMN` | any categorical column | utterance mean | linear | accuracy |
 
-`Task.prepare` turns the index rows of the three splits into `Examples`, or raises `TaskSkipped`
+SID, ER and LID are rows of `CLASSIFICATION_TASKS`; `cls:COLUMN` makes the same task of any other
+metadata column (`cls:accent`, `cls:gender`), named ``cls-COLUMN`` in outputs. Each task lists the
+metadata `columns` it reads.
+
+`Task.prepare` turns the metadata rows of the three splits into `Examples`, or raises `TaskSkipped`
 with the reason when the corpus lacks what the task needs. Utterances that cannot be used (no
-label; a class absent from train, which a closed-set classifier cannot predict) are dropped,
-counted and reported in `Prepared.notes`.
+label; a class absent from train, which a closed-set classifier cannot predict; a language eSpeak
+cannot phonemise) are dropped, counted and reported in `Prepared.notes`.
 """
 
 from __future__ import annotations
@@ -31,17 +37,24 @@ from .data import Examples
 from .heads import BiLSTMHead, LinearHead
 from .metrics import accuracy, char_error_rate, phone_error_rate, word_error_rate
 from .recipes import Recipe
+from .transcripts import join_words, normalize_transcript, unspaced_scripts_in, written_with_word_spaces
 
 SPLITS = ("train", "valid", "test")
 SILENCE = "sil"
-CHARACTERS = " '" + "abcdefghijklmnopqrstuvwxyz"
-"""The ASR alphabet after the blank: space, apostrophe, lower-case letters."""
 TARGET_FRAME_RATE = 50
 """The ASR head stacks faster frames (MFCC's 100 Hz) to about this rate."""
 
 
 class TaskSkipped(Exception):
     """The corpus lacks what the task needs; the message says what."""
+
+
+CLASSIFICATION_TASKS = {"sid": ("SID", "speaker", "speaker"), "er": ("ER", "style", "style"),
+                        "lid": ("LID", "language", "language")}
+"""Utterance classification tasks by name: (title, metadata column, what one class is called)."""
+CLASSIFY_PREFIX = "cls:"
+"""`cls:COLUMN` names the classification of any categorical metadata column."""
+COLUMN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
 
 
 @dataclass
@@ -67,6 +80,8 @@ class Task(ABC):
     selection_metric: str
     """Key of the metric that picks the epoch on valid."""
     higher_is_better: bool
+    columns: tuple[str, ...]
+    """Metadata columns `prepare` reads (besides key and split)."""
     pooled: bool
     """True: the head reads utterance means (B, S, D); False: frames (B, T, S, D)."""
     recipe_name: str
@@ -116,9 +131,11 @@ class UtteranceClassification(Task):
     def __init__(self, name: str, title: str, column: str, what: str, recipe_name: str = "cls"):
         self.name, self.title, self.column, self.what = name, title, column, what
         self.recipe_name = recipe_name
+        self.columns = (column,)
 
     def prepare(self, rows: dict[str, list[dict[str, Any]]]) -> Prepared:
         notes = []
+        rows = {s: [{"key": r["key"], self.column: self._label(r.get(self.column))} for r in rows[s]] for s in SPLITS}
         unlabelled = {s: [r for r in rows[s] if not r.get(self.column)] for s in SPLITS}
         if sum(len(v) for v in unlabelled.values()):
             notes.append(f"{self.title}: {_count_by_split(unlabelled)} without a {self.column} label skipped")
@@ -140,8 +157,16 @@ class UtteranceClassification(Task):
                                      [r[self.column] for r in usable])
         return Prepared(splits, classes, notes)
 
+    def _label(self, value: Any) -> Optional[str]:
+        """A metadata value as a class name (None when absent); lists and mappings are not categories."""
+        if value is None or (isinstance(value, float) and value != value):  # NaN: a missing value in a table
+            return None
+        if isinstance(value, (list, tuple, dict)):
+            raise TaskSkipped(f"the {self.column} column holds {type(value).__name__}s, not categories")
+        return str(value).strip() or None
+
     def head(self, dim: int, outputs: int, frame_rate: int, recipe: Recipe) -> nn.Module:
-        return LinearHead(dim, outputs, recipe.hidden)
+        return LinearHead(dim, outputs, recipe.projection)
 
     def loss(self, logits: Tensor, lengths: Optional[Tensor], targets: list[Any]) -> Tensor:
         return F.cross_entropy(logits.float(), torch.tensor(targets, dtype=torch.long, device=logits.device))
@@ -190,30 +215,42 @@ class PhoneRecognition(CtcTask):
     name, title = "pr", "PR"
     metric = selection_metric = "per"
     recipe_name = "pr"
+    columns = ("phones", "text", "language")
 
-    def __init__(self, phonemize: Callable[[str], list[str]]):
-        """phonemize: text -> phones, for utterances with a transcript but no phones."""
-        self.phonemize = phonemize
+    def __init__(self, phonemize: Callable[[str, str], list[str]], voice_for: Callable[[Optional[str]], Optional[str]]):
+        """For utterances with a transcript but no phones: voice_for(language) picks the eSpeak NG voice of
+        the utterance's `language` value (None when it has none), or returns None when eSpeak cannot read
+        that language; phonemize(text, voice) gives the phones."""
+        self.phonemize, self.voice_for = phonemize, voice_for
 
     def prepare(self, rows: dict[str, list[dict[str, Any]]]) -> Prepared:
         notes = []
         phones: dict[str, dict[str, list[str]]] = {s: {} for s in SPLITS}
         missing: dict[str, list] = {s: [] for s in SPLITS}
-        phonemized = 0
+        unreadable: dict[str, list] = {s: [] for s in SPLITS}
+        voices: Counter[str] = Counter()
         for split in SPLITS:
             for r in rows[split]:
                 seq = [p for p in (r.get("phones") or []) if p != SILENCE]
                 if not seq and (r.get("text") or "").strip():
-                    seq = [p for p in self.phonemize(r["text"]) if p != SILENCE]
-                    phonemized += 1
+                    voice = self.voice_for(_language(r.get("language")))
+                    if voice is None:
+                        unreadable[split].append(r)
+                        continue
+                    seq = [p for p in self.phonemize(r["text"], voice) if p != SILENCE]
+                    voices[voice] += 1
                 if seq:
                     phones[split][r["key"]] = seq
                 else:
                     missing[split].append(r)
+        if sum(len(v) for v in unreadable.values()):
+            notes.append(_unreadable_note(unreadable))
         if not phones["train"]:
-            raise TaskSkipped("the corpus has neither phones nor transcripts in its train split")
-        if phonemized:
-            notes.append(f"PR: phones of {phonemized} utterances from eSpeak NG phonemisation of their text")
+            raise TaskSkipped("the corpus has neither phones nor transcripts eSpeak NG can read in its train split")
+        if voices:
+            used = ", ".join(f"{v} {n}" for v, n in sorted(voices.items()))
+            notes.append(f"PR: phones of {sum(voices.values())} utterances from eSpeak NG phonemisation of their "
+                         f"text (voices: {used})")
         if sum(len(v) for v in missing.values()):
             notes.append(f"PR: {_count_by_split(missing)} without phones or text skipped")
         inventory = sorted({p for seq in phones["train"].values() for p in seq})
@@ -227,7 +264,7 @@ class PhoneRecognition(CtcTask):
         return Prepared(splits, inventory, notes)
 
     def head(self, dim: int, outputs: int, frame_rate: int, recipe: Recipe) -> nn.Module:
-        return LinearHead(dim, outputs, recipe.hidden)
+        return LinearHead(dim, outputs, recipe.projection)
 
     def predict(self, logits: Tensor, lengths: Optional[Tensor], vocabulary: list[str]) -> list[Any]:
         return self.decode_tokens(logits, lengths, vocabulary)
@@ -237,13 +274,22 @@ class PhoneRecognition(CtcTask):
 
 
 class SpeechRecognition(CtcTask):
-    """ASR: BiLSTM + character CTC; word error rate (and character error rate, which picks the epoch:
-    with minutes of training data WER stays near 1 for many epochs while CER already moves)."""
+    """ASR: BiLSTM + character CTC over the characters of the normalised training transcripts (any script,
+    `transcripts.normalize_transcript`). Character error rate picks the epoch (with minutes of training
+    data WER stays near 1 for many epochs while CER already moves) and is always reported; word error
+    rate is reported too, as the main metric, when the transcripts are written with spaces between
+    words: when no training transcript holds a character of a script written without them (Chinese,
+    Japanese, Thai, ...). Else CER is the main metric, as for AISHELL-1. `prepare` decides it."""
 
     name, title = "asr", "ASR"
     metric = "wer"
     selection_metric = "cer"
     recipe_name = "asr"
+    columns = ("text",)
+
+    def __init__(self) -> None:
+        self.words = True
+        """Whether WER is reported (set by `prepare` from the training transcripts)."""
 
     def prepare(self, rows: dict[str, list[dict[str, Any]]]) -> Prepared:
         notes = []
@@ -253,13 +299,24 @@ class SpeechRecognition(CtcTask):
             raise TaskSkipped("the corpus has no transcripts in its train split")
         if sum(len(v) for v in missing.values()):
             notes.append(f"ASR: {_count_by_split(missing)} without a transcript skipped")
-        ids = {c: i + 1 for i, c in enumerate(CHARACTERS)}
+        self.words = written_with_word_spaces(texts["train"].values())
+        self.metric = "wer" if self.words else "cer"
+        if not self.words:
+            notes.append(f"ASR: CER only, no WER: the training transcripts hold text in "
+                         f"{', '.join(unspaced_scripts_in(texts['train'].values()))}, written without spaces "
+                         f"between words")
+        vocabulary = sorted({c for t in texts["train"].values() for c in t})
+        ids = {c: i + 1 for i, c in enumerate(vocabulary)}
+        unseen = Counter(c for s in ("valid", "test") for t in texts[s].values() for c in t if c not in ids)
+        if unseen:
+            notes.append(f"ASR: {sum(unseen.values())} valid/test characters of {len(unseen)} kinds absent from "
+                         f"train ({' '.join(sorted(unseen)[:20])}) count as errors")
         splits = {}
         for split in SPLITS:
             keys = [k for k, t in texts[split].items() if t]
-            splits[split] = Examples(keys, [[ids[c] for c in texts[split][k]] for k in keys],
+            splits[split] = Examples(keys, [[ids[c] for c in texts[split][k] if c in ids] for k in keys],
                                      [texts[split][k] for k in keys])
-        return Prepared(splits, list(CHARACTERS), notes)
+        return Prepared(splits, vocabulary, notes)
 
     def stride(self, frame_rate: int) -> int:
         return max(1, round(frame_rate / TARGET_FRAME_RATE))
@@ -269,33 +326,43 @@ class SpeechRecognition(CtcTask):
                           recipe.dropout)
 
     def predict(self, logits: Tensor, lengths: Optional[Tensor], vocabulary: list[str]) -> list[Any]:
-        return [" ".join("".join(chars).split()) for chars in self.decode_tokens(logits, lengths, vocabulary)]
+        """Decoded characters, spaced as references are (`transcripts.join_words`)."""
+        return [join_words("".join(chars)) for chars in self.decode_tokens(logits, lengths, vocabulary)]
 
     def score(self, references: list[Any], predictions: list[Any]) -> dict[str, float]:
-        return {"wer": word_error_rate(references, predictions), "cer": char_error_rate(references, predictions)}
+        cer = {"cer": char_error_rate(references, predictions)}
+        return {"wer": word_error_rate(references, predictions), **cer} if self.words else cer
 
 
-def normalize_transcript(text: str) -> str:
-    """Lower case; characters outside the ASR alphabet become spaces; whitespace collapsed.
-    "Don't stop, Bob-by!" -> "don't stop bob by"."""
-    allowed = re.sub(f"[^{re.escape(CHARACTERS)}]", " ", text.lower())
-    return " ".join(allowed.split())
-
-
-def make_task(name: str, phonemize: Callable[[str], list[str]]) -> Task:
-    """The task called `name` ("sid", "pr", "asr", "er")."""
-    if name == "sid":
-        return UtteranceClassification("sid", "SID", "speaker", "speaker", "sid")
-    if name == "er":
-        return UtteranceClassification("er", "ER", "style", "style", "er")
+def make_task(name: str, phonemize: Callable[[str, str], list[str]],
+              voice_for: Callable[[Optional[str]], Optional[str]]) -> Task:
+    """The task called `name`: "pr", "asr", a name of `CLASSIFICATION_TASKS` ("sid", "er", "lid") or
+    "cls:COLUMN". PR phonemises with `phonemize` and `voice_for` (see `PhoneRecognition`)."""
+    if name in CLASSIFICATION_TASKS:
+        title, column, what = CLASSIFICATION_TASKS[name]
+        return UtteranceClassification(name, title, column, what, name if name in ("sid", "er") else "cls")
+    if name.startswith(CLASSIFY_PREFIX) and COLUMN_NAME.fullmatch(column := name[len(CLASSIFY_PREFIX):]):
+        return UtteranceClassification(f"cls-{column}", column, column, f"{column} value", "cls")
     if name == "pr":
-        return PhoneRecognition(phonemize)
+        return PhoneRecognition(phonemize, voice_for)
     if name == "asr":
         return SpeechRecognition()
     raise ValueError(f"unknown task {name!r}")
 
 
+def _language(value: Any) -> Optional[str]:
+    """An utterance's `language` value, None when it has none."""
+    return None if value is None else (str(value).strip() or None)
 
+
+def _unreadable_note(groups: dict[str, list[dict[str, Any]]]) -> str:
+    """One line: the utterances whose language eSpeak NG cannot phonemise, with their languages and keys."""
+    rows = [r for s in SPLITS for r in groups[s]]
+    languages = Counter(str(r.get("language")) for r in rows)
+    keys = [r["key"] for r in rows]
+    listed = ", ".join(keys[:20]) + (f" and {len(keys) - 20} more" if len(keys) > 20 else "")
+    return (f"PR: {_count_by_split(groups)} in languages eSpeak NG cannot phonemise skipped "
+            f"({', '.join(f'{lang} {n}' for lang, n in sorted(languages.items()))}): {listed}")
 
 def _count_by_split(groups: dict[str, list]) -> str:
     """{"train": [..2..], "valid": [], "test": [..1..]} -> "2 train and 1 test utterances"."""

@@ -96,16 +96,20 @@ def _how_to_read(upstreams: list[UpstreamResults], tasks: list[str]) -> str:
                   if (r := u.tasks.get(task)) is not None and r.ok and "utterances" in r.record}
         if len(counts) == 1:
             by_count.setdefault(counts.pop(), []).append(title_of(upstreams, task))
+    accuracies = {title_of(upstreams, t) for t in tasks if _is_classification(upstreams, t)}
     sizes = "; ".join(f"{_join(titles)} on {n} test utterances" +
-                      (f" (one is {100 / n:.1f} points of accuracy)" if set(titles) & {"SID", "ER"} else "")
+                      (f" (one is {100 / n:.1f} points of accuracy)" if set(titles) & accuracies else "")
                       for n, titles in by_count.items())
     return (
         "Each upstream is frozen. Per task, a learned softmax-weighted sum of its hidden states (SUPERB's "
         "featurizer) feeds a small head trained on the train split; the epoch with the best valid score "
-        "is kept and scored on test. SID (speaker) and ER (speaking style) are accuracies of a linear "
+        "is kept and scored on test. SID (speaker), ER (speaking style), LID (language) and the "
+        "classifications of other metadata columns are accuracies of a linear "
         "classifier on the mean over frames (higher is better); PR is the phone error rate of a linear "
-        "CTC head and ASR the word (and character) error rate of a BiLSTM CTC head with greedy decoding "
-        "and no language model (lower is better; insertions can push an error rate above 100). "
+        "CTC head and ASR the word and character error rates of a BiLSTM CTC head with greedy decoding "
+        "and no language model, on transcripts normalised as the ASR targets are (CER alone where they "
+        "are written without spaces between words, as Chinese; lower is better; insertions can push an "
+        "error rate above 100). "
         "MFCC is a hand-crafted reference; the randomly initialised model of the same architecture is "
         "the floor that pretraining must clear. "
         + (f"Scored: {sizes}; differences of a few points on small test sets are noise. " if sizes else "")
@@ -116,6 +120,10 @@ def _how_to_read(upstreams: list[UpstreamResults], tasks: list[str]) -> str:
         + (" States are standardised before the sum, so a high bar means the task found that state useful, "
            "not that its values are large." if _all_standardized(upstreams) else "")
     )
+
+
+def _is_classification(upstreams: list[UpstreamResults], task: str) -> bool:
+    return any("classes" in r.record for u in upstreams if (r := u.tasks.get(task)) is not None and r.ok)
 
 
 def _all_standardized(upstreams: list[UpstreamResults]) -> bool:
