@@ -1,0 +1,1 @@
+"""progre: pretrain ProgRE and HuBERT speech models end to end (the library and the `progre` CLI)."""

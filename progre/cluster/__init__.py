@@ -1,0 +1,1 @@
+"""k-means labels (FAISS), label quality, pseudo speakers."""

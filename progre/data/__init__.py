@@ -1,0 +1,1 @@
+"""Corpora: layouts, the demo corpus (eSpeak NG), noise, sharding and the `Shards` reader."""

@@ -1,0 +1,1 @@
+"""Features: MFCC, pitch contours, hidden states of a frozen encoder, feature folders."""

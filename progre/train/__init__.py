@@ -1,0 +1,1 @@
+"""Pretraining: batch plans, the loop, checkpoints, metrics, DDP."""
