@@ -252,6 +252,8 @@ class SynthParams(Params):
     noise_fraction: float = param(0.5, "fraction of utterances that get additive noise", min=0.0, max=1.0)
     voice_quality: bool = param(True, "resynthesise every utterance with WORLD, applying its style's voice "
                                 "quality (formant shift, spectral tilt, breathiness); false: eSpeak prosody only")
+    parallel_test: bool = param(True, "every speaker reads the same test sentences (voice conversion is scored "
+                                      "against the target speaker's rendering); false: one sentence per utterance")
     workers: int = param(2, "worker processes (the output does not depend on it)", min=1)
     seed: int = param(1234, "random seed: same seed, same corpus")
 

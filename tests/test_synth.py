@@ -135,6 +135,11 @@ def test_tiny_corpus_counts_and_splits(corpora):
         assert {r["speaker"] for r in in_split} == speakers
     train_texts = {r["text"] for r in rows if r["split"] == "train"}
     assert not train_texts & {r["text"] for r in rows if r["split"] in ("valid", "test")}
+    for speaker in speakers:  # parallel test sentences: every speaker reads the same ones, in the same order
+        test = [r["text"] for r in rows if r["split"] == "test" and r["speaker"] == speaker]
+        assert test == [r["text"] for r in rows if r["split"] == "test" and r["speaker"] == "spk00"]
+    valid_texts = [r["text"] for r in rows if r["split"] == "valid"]
+    assert len(set(valid_texts)) == len(valid_texts)
     assert {r["style"] for r in rows} == set(params.styles)
     assert sum(r["snr_db"] is not None for r in rows) == round(params.noise_fraction * len(rows))
     assert all(params.snr_db_min <= r["snr_db"] <= params.snr_db_max for r in rows if r["snr_db"] is not None)

@@ -17,8 +17,9 @@ utterance (see voice_quality.py; `synth.voice_quality: false` keeps eSpeak's out
 Without voice quality, pitch level and range were the styles' main cues, and the ProgRE input
 removes both by design (GroupNorm after the first convolution removes level, the pitch branch
 sees log F0 z-normalised per utterance). A fraction of the utterances gets
-white, pink or brown noise (noise.py) at an SNR drawn from a range. Every speaker appears in every split,
-and every utterance has its own sentence, so test and valid sentences are unseen in training.
+white, pink or brown noise (noise.py) at an SNR drawn from a range. Every speaker appears in every split;
+train and valid utterances each have their own sentence, and every speaker reads the same test
+sentences (`parallel_test`, for voice conversion), so test and valid sentences are unseen in training.
 The same seed gives byte-identical files.
 
 Speed: eSpeak speaks about 500x faster than real time; the WORLD analysis and resynthesis runs
@@ -93,6 +94,9 @@ class SynthSettings:
     snr_db_max: float = 30.0
     noise_fraction: float = 0.5
     voice_quality: bool = True
+    parallel_test: bool = True
+    """Every speaker reads the same test sentences (voice conversion is scored against the target
+    speaker's rendering of the sentence); train and valid sentences stay one per utterance."""
     workers: int = 2
     seed: int = 1234
 
@@ -211,7 +215,9 @@ def plan_corpus(settings: SynthSettings) -> tuple[list[Speaker], list[UtteranceP
     counts = settings.counts()
     speakers = make_speakers(counts["n_speakers"], settings.seed)
     per_speaker = {split: counts[f"{split}_per_speaker"] for split in SPLITS}
-    pools = sentence_pools(settings.seed, {split: n * len(speakers) for split, n in per_speaker.items()})
+    shared = {"test"} if settings.parallel_test else set()  # every speaker reads the same test sentences
+    pools = sentence_pools(settings.seed, {split: n if split in shared else n * len(speakers)
+                                           for split, n in per_speaker.items()})
     utterances = []
     for split_index, split in enumerate(SPLITS):
         n = per_speaker[split]
@@ -225,7 +231,7 @@ def plan_corpus(settings: SynthSettings) -> tuple[list[Speaker], list[UtteranceP
                     speaker=speaker,
                     split=split,
                     style=settings.styles[(s + j) % len(settings.styles)],
-                    text=pools[split][k],
+                    text=pools[split][j if split in shared else k],
                     noise=colour,
                     snr_db=snr,
                     seed=int(np.random.SeedSequence([settings.seed, 3, split_index, s, j]).generate_state(1)[0]),
