@@ -407,10 +407,11 @@ class PretrainParams(Params):
 class EvaluateParams(Params):
     SECTION: ClassVar[str] = "evaluate"
 
-    TASK_NAMES: ClassVar[tuple[str, ...]] = ("sid", "pr", "asr", "er", "lid")
+    TASK_NAMES: ClassVar[tuple[str, ...]] = ("sid", "pr", "asr", "er", "se", "vc", "lid")
 
-    tasks: list[str] = param(["sid", "pr", "asr", "er"], "downstream tasks: sid (speaker), pr (phones), asr "
-                             "(transcripts, any script), er (style), lid (language), or cls:COLUMN to classify "
+    tasks: list[str] = param(["sid", "pr", "asr", "er", "se", "vc"], "downstream tasks: sid (speaker), pr "
+                             "(phones), asr (transcripts, any script), er (style), se (speech enhancement), vc "
+                             "(voice conversion to one target speaker), lid (language), or cls:COLUMN to classify "
                              "utterances by any categorical metadata column (e.g. [sid,lid,cls:accent]; outputs "
                              "in cls-COLUMN/)")
     protocol: str = param("demo", "heads, schedules and featurizer normalisation: demo (small heads for the built-in "
@@ -445,15 +446,27 @@ class EvaluateParams(Params):
     max_ram_gb: float = param(8.0, "hidden states of the evaluated utterances are held in memory as float32 up to "
                                    "this size (read once for every task, epoch and seed), else read from the "
                                    "cache per batch", above=0.0)
-    seed: int = param(1234, "random seed of head initialisation, batch order and random-init upstreams")
+    se_noise: str = param("demo", "SE mixes noise into clean utterances: demo (white, pink or brown noise) or a "
+                                  "folder of noise recordings (wav/flac/ogg)")
+    se_snr_db: list[float] = param([2.5, 17.5], "SE: the SNR of each mixture is drawn from this range in dB "
+                                                "(VoiceBank-DEMAND's test SNRs: 2.5 to 17.5)")
+    se_noisy: str | None = param(None, "SE: a shard folder of noisy recordings with the same keys as --shards "
+                                       "(VoiceBank-DEMAND's noisy and clean folders sharded alike) instead of mixing")
+    vc_target: str | None = param(None, "VC: the target speaker (null: the first speaker, sorted, with clean "
+                                        "training and valid utterances); every other speaker's test utterances are "
+                                        "converted")
+    seed: int = param(1234, "random seed of head initialisation, batch order, noise mixtures and random-init "
+                            "upstreams")
     device: str = param("auto", "auto picks CUDA when present", choices=("auto", "cpu", "cuda"))
 
     def check(self) -> None:
+        if len(self.se_snr_db) != 2 or self.se_snr_db[0] > self.se_snr_db[1]:
+            raise UserError(f"evaluate.se_snr_db: expected [low, high] in dB, got {self.se_snr_db}")
         if not self.tasks:
-            raise UserError("evaluate.tasks: give at least one task (sid, pr, asr, er, lid, cls:COLUMN)")
+            raise UserError("evaluate.tasks: give at least one task (sid, pr, asr, er, se, vc, lid, cls:COLUMN)")
         for task in self.tasks:
             if task not in self.TASK_NAMES and not re.fullmatch(r"cls:[A-Za-z0-9_][A-Za-z0-9_-]*", task):
-                raise UserError(f"evaluate.tasks: {task!r} is not a task (sid, pr, asr, er, lid, or cls:COLUMN "
+                raise UserError(f"evaluate.tasks: {task!r} is not a task (sid, pr, asr, er, se, vc, lid, or cls:COLUMN "
                                 f"with COLUMN a metadata column of letters, digits, _ and -)")
 
 

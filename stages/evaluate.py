@@ -20,9 +20,11 @@ def run(p: EvaluateParams, upstream: str, out: Path, shards: Path, pitch: Option
         name: Optional[str] = None, cache: Path = Path(".cache/hidden"), overwrite: bool = False) -> dict:
     """Evaluate `upstream` on every task of `p.tasks`; returns the summary (also in out/summary.json)."""
     up = parse_upstream(upstream, name)
-    settings = p.to(EvaluationSettings, tasks=tuple(p.tasks), lr=None if p.lr is None else tuple(p.lr))
+    settings = p.to(EvaluationSettings, tasks=tuple(p.tasks), lr=None if p.lr is None else tuple(p.lr),
+                    se_snr_db=tuple(p.se_snr_db))
     corpus = Shards(shards)
-    with output_folder(out, "evaluate", overwrite=overwrite, inputs=[shards, pitch, up.checkpoint, cache]) as tmp:
+    inputs = [shards, pitch, up.checkpoint, cache, p.se_noisy, None if p.se_noise == "demo" else p.se_noise]
+    with output_folder(out, "evaluate", overwrite=overwrite, inputs=inputs) as tmp:
         summary = evaluate_upstream(up, corpus, tmp, settings, resolve_device(p.device), cache, pitch)
         write_json(tmp / "summary.json", summary)
     done = ", ".join(f"{name.upper()} {t['metric']} {t['test']:.3f}" if t["status"] == "ok" else

@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from progre.config import EvaluateParams, ReportParams, ShardParams, SynthParams
@@ -18,7 +19,7 @@ from progre.model import ProgREEncoder, model_config, save_checkpoint
 from stages import evaluate, report
 from stages import shard as shard_stage
 
-TASKS = ("sid", "pr", "asr", "er")
+TASKS = ("sid", "pr", "asr", "er", "se", "vc")
 FAST = {"max_epochs": 2, "patience": 2, "batch_size": 4, "asr_hidden": 8, "asr_layers": 1, "head_seeds": 2}
 
 
@@ -66,8 +67,9 @@ def test_evaluate_writes_every_output_of_every_task(progre_eval):
         assert all(1 <= r["best_epoch"] <= r["epochs"] <= 2 and r["lr"] == metrics["lr"] for r in runs)
         scores = [r["test_metrics"][metrics["metric"]] for r in runs]
         assert metrics["test"] == pytest.approx(np.mean(scores)) and metrics["test_std"] == pytest.approx(np.std(scores))
-        assert metrics["test"] >= 0 and metrics["valid"] >= 0 and metrics["protocol"] == "demo"
-        assert metrics["utterances"]["test"] == 4
+        assert metrics["test"] >= 0 and np.isfinite(metrics["valid"]) and metrics["protocol"] == "demo"
+        # SE and VC read the clean test utterances (VC: of the speakers other than the target); half are noisy
+        assert metrics["utterances"]["test"] == 4 if task not in ("se", "vc") else 1 <= metrics["utterances"]["test"] < 4
         assert summary["tasks"][task]["test"] == metrics["test"]
         weights = json.loads((folder / "layer_weights.json").read_text())["layer_weights"]
         assert [w["state"] for w in weights] == names
@@ -77,13 +79,22 @@ def test_evaluate_writes_every_output_of_every_task(progre_eval):
         assert [len(history[str(r["seed"])]) for r in runs] == [r["epochs"] for r in runs]  # a validation per epoch
     assert set(json.loads((progre_eval / "asr" / "metrics.json").read_text())["test_metrics"]) == {"wer", "cer"}
     assert json.loads((progre_eval / "sid" / "metrics.json").read_text())["classes"] == 4
+    se = json.loads((progre_eval / "se" / "metrics.json").read_text())
+    assert {"pesq", "stoi", "si_sdri"} <= set(se["test_metrics"]) and se["reference"]["si_sdri"] == 0.0
+    assert 1.0 <= se["reference"]["pesq"] <= 4.7 and 0.0 <= se["reference"]["stoi"] <= 1.0
+    for example in se["examples"]:
+        for role in ("input", "output", "reference"):
+            assert sf.info(progre_eval / "se" / "examples" / example[role]).samplerate == 16000
+    vc = json.loads((progre_eval / "vc" / "metrics.json").read_text())
+    assert {"mcd", "sim", "cer"} <= set(vc["test_metrics"]) and {"mcd", "sim", "cer"} <= set(vc["reference"])
+    assert vc["metric"] == "mcd" and vc["test"] > 0 and 0.0 <= vc["test_metrics"]["sim"] <= 1.0
 
 
 def test_hidden_states_are_cached_and_reruns_are_deterministic(tiny, progre_eval, monkeypatch):
     import progre.downstream.upstreams as upstreams
 
     entries = sorted(p.name for p in tiny["cache"].iterdir() if not p.name.startswith("."))
-    assert len([e for e in entries if e.startswith("checkpoint-")]) == 1
+    assert [e.rsplit("-", 1)[0] for e in entries if e.startswith("checkpoint-")] == ["checkpoint", "checkpoint-noisy"]
 
     def no_extraction(*args, **kwargs):
         raise AssertionError("hidden states were recomputed instead of read from the cache")
@@ -109,8 +120,8 @@ def test_random_init_and_mfcc_upstreams_and_the_report(tiny, progre_eval):
     assert json.loads((random_out / "sid" / "metrics.json").read_text())["upstream"] == "random-progre"
     assert json.loads((mfcc_out / "pr" / "metrics.json").read_text())["state_names"] == ["mfcc"]
     assert json.loads((mfcc_out / "pr" / "metrics.json").read_text())["frame_rate"] == 100
-    kinds = sorted(p.name.split("-")[0] for p in tiny["cache"].iterdir() if not p.name.startswith("."))
-    assert kinds == ["checkpoint", "mfcc", "random"]
+    kinds = {p.name.split("-")[0] for p in tiny["cache"].iterdir() if not p.name.startswith(".")}
+    assert kinds == {"checkpoint", "mfcc", "random", "judges"}  # the VC judges are MFCC heads, cached too
 
     result = report.run(ReportParams(title="Tiny"), results=[progre_eval, mfcc_out, random_out],
                         out=tiny["base"] / "reports")
@@ -118,12 +129,16 @@ def test_random_init_and_mfcc_upstreams_and_the_report(tiny, progre_eval):
     text = md.read_text()
     assert result["upstreams"] == ["progre", "mfcc", "random-progre"]
     header = next(line for line in text.splitlines() if line.startswith("| upstream"))
-    for column in ("SID acc ↑", "PR PER ↓", "ASR WER ↓", "ASR CER ↓", "ER acc ↑"):
+    for column in ("SID acc ↑", "PR PER ↓", "ASR WER ↓", "ASR CER ↓", "ER acc ↑", "SE PESQ ↑", "SE STOI ↑",
+                   "SE SI-SDRi dB ↑", "VC MCD dB ↓", "VC SIM ↑", "VC CER ↓"):
         assert column in header
+    assert "| *noisy input (no enhancement)* |" in text and "| *source, WORLD resynthesis (no conversion)* |" in text
+    assert "## Audio examples" in text and (tiny["base"] / "reports" / "report-se-spectrograms.png").is_file()
+    assert list((tiny["base"] / "reports" / "audio" / "vc").glob("*-progre.flac"))
     rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
     assert set(rows) >= {"progre", "mfcc", "random-progre"}
     sid = json.loads((progre_eval / "sid" / "metrics.json").read_text())["test"]
-    assert f"{100 * sid:.1f}" in rows["progre"]
+    assert f"{100 * sid:.1f} ± " in rows["progre"]  # mean ± std over the head seeds
     assert "–" in rows["mfcc"]  # mfcc ran no ASR
     for task in TASKS:
         image = md.with_name(f"report-{task}-layer-weights.png")

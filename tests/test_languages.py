@@ -136,7 +136,7 @@ def test_phonemes_hold_no_language_switch_markers():
 
 
 def test_each_utterance_is_phonemised_in_its_own_language():
-    task = _task("pr", EvaluationSettings())  # as `progre evaluate` builds it
+    task = _task("pr", EvaluationSettings(), None, None, None)  # as `progre evaluate` builds it
     rows = {
         "train": _rows("train", {"text": "We are going to the park.", "language": "en"},
                        {"text": "Сегодня мы идём в парк.", "language": "ru"},
@@ -166,7 +166,7 @@ def test_each_utterance_is_phonemised_in_its_own_language():
 
 
 def test_a_train_split_in_unknown_languages_skips_pr():
-    task = _task("pr", EvaluationSettings())
+    task = _task("pr", EvaluationSettings(), None, None, None)
     rows = {s: _rows(s, {"text": "nuqneH", "language": "tlh"}) for s in ("train", "valid", "test")}
     with pytest.raises(TaskSkipped, match="transcripts eSpeak NG can read"):
         task.prepare(rows)

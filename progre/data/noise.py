@@ -100,6 +100,8 @@ class NoiseSource(Protocol):
 
     def noise(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, str]: ...
 
+    def describe(self) -> dict: ...
+
 
 class ColouredNoiseSource:
     """The demo corpus's noise: white, pink or brown (one of `colours`, drawn per utterance)."""
@@ -109,6 +111,9 @@ class ColouredNoiseSource:
         if not colours or unknown:
             raise UserError(f"noise colours must be some of {', '.join(NOISE_COLOURS)}; got {list(colours)}")
         self.colours = tuple(colours)
+
+    def describe(self) -> dict:
+        return {"noise": "coloured", "colours": list(self.colours)}
 
     def noise(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
         """`n` samples of unit-RMS noise of a colour drawn from `rng`; the name is the colour."""
@@ -147,6 +152,13 @@ class NoiseFolder:
             self.names.append(name)
             self.recordings.append(wav)
 
+    def describe(self) -> dict:
+        """The folder and a hash of its recordings (what the noise is, for cache keys)."""
+        digest = hashlib.sha256()
+        for name, wav in zip(self.names, self.recordings):
+            digest.update(name.encode() + b"\0" + wav.tobytes())
+        return {"noise": str(self.folder), "recordings": digest.hexdigest()[:16]}
+
     def noise(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
         """An excerpt of `n` samples from a file drawn from `rng` (looped when the file is shorter)."""
         index = int(rng.integers(len(self.recordings)))
@@ -179,6 +191,10 @@ class NoisyMixer:
         self.seed = int(seed)
         self.snr_db_min = float(snr_db_min)
         self.snr_db_max = float(snr_db_max)
+
+    def describe(self) -> dict:
+        """Everything the mixtures depend on besides the keys and the clean audio."""
+        return self.source.describe() | {"seed": self.seed, "snr_db": [self.snr_db_min, self.snr_db_max]}
 
     def mix(self, key: str, clean: np.ndarray) -> tuple[np.ndarray, float, str]:
         """(noisy float32, SNR in dB, noise name) for the utterance `key`.

@@ -14,8 +14,8 @@
 - `plots`: layer-weight bar plots
 """
 
-TASKS = ("sid", "pr", "asr", "er", "lid")
+TASKS = ("sid", "pr", "asr", "er", "se", "vc", "lid")
 """The tasks `progre evaluate` knows by name, in report order; `cls:COLUMN` (any categorical metadata
 column) comes on top, reported after them as ``cls-COLUMN``."""
-DEFAULT_TASKS = ("sid", "pr", "asr", "er")
+DEFAULT_TASKS = ("sid", "pr", "asr", "er", "se", "vc")
 """The tasks evaluated unless told otherwise."""

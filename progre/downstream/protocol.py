@@ -28,14 +28,18 @@ from ..data.shards import Shards
 from ..errors import UserError
 from ..io import write_json
 from ..log import logger
-from .data import FrameSplit, PooledSplit, StateTable, state_statistics, utterance_means
+from ..data.noise import ColouredNoiseSource, NoiseFolder, NoisyMixer
+from .conversion import VoiceConversion
+from .data import Examples, FrameSplit, PooledSplit, StateTable, state_statistics, utterance_means
+from .enhancement import SpeechEnhancement, mixer_view, paired_view
+from .judges import Judges, cached_judges
 from .featurizer import Featurizer
 from .plots import WeightPanel, save_weight_plot
 from . import DEFAULT_TASKS
 from .recipes import PROTOCOLS, Protocol, with_overrides
 from .tasks import SPLITS, Prepared, Task, TaskSkipped, make_task
-from .train import DownstreamModel, FitResult, FitSettings, fit
-from .upstreams import HiddenStates, Upstream, cached_hidden_states
+from .train import DownstreamModel, FitResult, FitSettings, fit, predictions_of
+from .upstreams import AudioView, HiddenStates, Upstream, cached_hidden_states
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,10 @@ class EvaluationSettings:
     batch_seconds: float = 60.0
     hidden_dtype: str = "float16"
     max_ram_gb: float = 8.0
+    se_noise: str = "demo"
+    se_snr_db: tuple[float, float] = (2.5, 17.5)
+    se_noisy: Optional[str] = None
+    vc_target: Optional[str] = None
     seed: int = 1234
 
     def resolved_protocol(self) -> Protocol:
@@ -77,8 +85,9 @@ class Inputs:
     upstream: Upstream
     hidden: HiddenStates
     protocol: Protocol
-    table: StateTable
-    """Normalised hidden states of every utterance a task reads."""
+    tables: dict[str, StateTable]
+    """Normalised hidden states of every utterance a task reads: of the corpus ("clean"), and of what the
+    SE task's upstream hears ("noisy")."""
     means: dict[str, Any]
     """key -> (S, D) utterance mean of the normalised states (for the utterance tasks)."""
     device: torch.device
@@ -89,13 +98,12 @@ def evaluate_upstream(upstream: Upstream, shards: Shards, folder: Path, settings
     """Evaluate `upstream` on every task of `settings.tasks`, writing each task's outputs into
     folder/<task>/; returns the summary."""
     start = time.perf_counter()
-    tasks = [_task(t, settings) for t in dict.fromkeys(settings.tasks)]
+    tasks = [_task(t, settings, shards, cache, device) for t in dict.fromkeys(settings.tasks)]
     prepared, skipped = _prepare(tasks, shards)
     if not prepared:
         reasons = "; ".join(f"{t.title}: {skipped[t.name]}" for t in tasks)
         raise UserError(f"nothing to evaluate on {shards.folder}: {reasons}")
-    inputs = _inputs(settings, upstream, shards, cache, pitch, device, list(prepared.values()),
-                     [prepared[t.name] for t in tasks if t.name in prepared and t.pooled])
+    inputs = _inputs(settings, upstream, shards, cache, pitch, device, tasks, prepared)
     summary: dict[str, Any] = {"upstream": upstream.name, "upstream_spec": upstream.spec,
                                "num_states": inputs.hidden.num_states, "state_names": inputs.hidden.state_names,
                                "tasks": {}}
@@ -115,7 +123,18 @@ def evaluate_upstream(upstream: Upstream, shards: Shards, folder: Path, settings
     return summary
 
 
-def _task(name: str, p: EvaluationSettings) -> Task:
+def _task(name: str, p: EvaluationSettings, shards: Shards, cache: Path, device: torch.device) -> Task:
+    if name == "se":
+        return SpeechEnhancement(shards, *_noisy_audio(p, shards))
+    if name == "vc":
+        judges: list[Judges] = []
+
+        def judges_of() -> Judges:  # trained (or read from the cache) only when VC scores its test set
+            if not judges:
+                judges.append(cached_judges(shards, cache, p.seed, device))
+            return judges[0]
+
+        return VoiceConversion(shards, p.vc_target, judges_of)
     from ..data.espeak import phonemize, voice_for_language
 
     def voice_for(language: Optional[str]) -> Optional[str]:
@@ -123,6 +142,19 @@ def _task(name: str, p: EvaluationSettings) -> Task:
         return p.phonemize_voice if language is None else voice_for_language(language)
 
     return make_task(name, phonemize, voice_for)
+
+
+def _noisy_audio(p: EvaluationSettings, shards: Shards):
+    """(noisy(key, clean), identity) of what SE's upstream hears: a noisy corpus with the same keys, or
+    noise mixed in on the fly (the demo's coloured noise, or a folder of recordings)."""
+    if p.se_noisy is not None:
+        noisy = Shards(p.se_noisy)
+        if noisy.fingerprint != shards.fingerprint:
+            raise UserError(f"evaluate.se_noisy: {p.se_noisy} does not hold the same keys and lengths as "
+                            f"{shards.folder}; shard the noisy and the clean folders of one dataset")
+        return paired_view(noisy)
+    source = ColouredNoiseSource() if p.se_noise == "demo" else NoiseFolder(p.se_noise)
+    return mixer_view(NoisyMixer(source, p.seed, *p.se_snr_db))
 
 
 def _prepare(tasks: list[Task], shards: Shards) -> tuple[dict[str, Prepared], dict[str, str]]:
@@ -155,18 +187,27 @@ def _prepare(tasks: list[Task], shards: Shards) -> tuple[dict[str, Prepared], di
 
 
 def _inputs(p: EvaluationSettings, up: Upstream, shards: Shards, cache: Path, pitch: Optional[Path],
-            device: torch.device, prepared: list[Prepared], pooled: list[Prepared]) -> Inputs:
-    """Hidden states (cached), normalised once into a table, and the utterance means the pooled tasks read."""
+            device: torch.device, tasks: list[Task], prepared: dict[str, Prepared]) -> Inputs:
+    """Hidden states (cached), normalised once into tables, and the utterance means the pooled tasks read.
+    The normalisation's statistics are the clean training frames', for the noisy states too."""
     protocol = p.resolved_protocol()
     hidden = cached_hidden_states(up, shards, cache, seed=p.seed, device=device, pitch=pitch,
                                   batch_seconds=p.batch_seconds, dtype=p.hidden_dtype)
     stats = state_statistics(hidden, shards.keys("train"), protocol.layer_norm) if protocol.standardize \
         else (None, None)
     normalizer = Featurizer(hidden.num_states, hidden.dim, protocol.layer_norm, *stats)
-    keys = sorted({k for prep in prepared for ex in prep.splits.values() for k in ex.keys})
-    table = StateTable(hidden, keys, normalizer.normalize, max_bytes=p.max_ram_gb * 1e9)
-    pooled_keys = sorted({k for prep in pooled for ex in prep.splits.values() for k in ex.keys})
-    return Inputs(up, hidden, protocol, table, utterance_means(table, pooled_keys), device)
+    ran = [t for t in tasks if t.name in prepared]
+    keys = {states: sorted({k for t in ran if t.states == states for ex in prepared[t.name].splits.values()
+                            for k in ex.keys}) for states in ("clean", "noisy")}
+    tables = {"clean": StateTable(hidden, keys["clean"], normalizer.normalize, max_bytes=p.max_ram_gb * 1e9)}
+    for task in ran:
+        if task.states == "noisy":
+            view = AudioView("noisy", frozenset(keys["noisy"]), task.noisy, task.identity)
+            noisy = cached_hidden_states(up, shards, cache, seed=p.seed, device=device, pitch=pitch,
+                                         batch_seconds=p.batch_seconds, dtype=p.hidden_dtype, view=view)
+            tables["noisy"] = StateTable(noisy, keys["noisy"], normalizer.normalize, max_bytes=p.max_ram_gb * 1e9)
+    pooled = sorted({k for t in ran if t.pooled for ex in prepared[t.name].splits.values() for k in ex.keys})
+    return Inputs(up, hidden, protocol, tables, utterance_means(tables["clean"], pooled), device)
 
 
 def _evaluate_task(task: Task, prep: Prepared, p: EvaluationSettings, inputs: Inputs, folder: Path) -> dict[str, Any]:
@@ -175,7 +216,8 @@ def _evaluate_task(task: Task, prep: Prepared, p: EvaluationSettings, inputs: In
     hidden, recipe = inputs.hidden, inputs.protocol.recipe(task.recipe_name)
     notes = list(prep.notes)
     splits = dict(prep.splits)
-    splits["train"], dropped = task.trainable(splits["train"], inputs.table.num_frames, hidden.frame_rate)
+    table = inputs.tables[task.states]
+    splits["train"], dropped = task.trainable(splits["train"], table.num_frames, hidden.frame_rate)
     if dropped:
         notes.append(f"{task.title}: {dropped} train utterances shorter than their CTC target skipped")
         logger.warning("%s", notes[-1])
@@ -184,7 +226,7 @@ def _evaluate_task(task: Task, prep: Prepared, p: EvaluationSettings, inputs: In
     if task.pooled:
         data = {s: PooledSplit(inputs.means, ex) for s, ex in splits.items()}
     else:
-        data = {s: FrameSplit(inputs.table, ex) for s, ex in splits.items()}  # type: ignore[misc]
+        data = {s: FrameSplit(table, ex) for s, ex in splits.items()}  # type: ignore[misc]
     seeds = p.head_seed_list()
     per_epoch = -(-len(splits["train"]) // recipe.batch_size)
     max_updates, eval_every = recipe.updates(per_epoch)
@@ -204,39 +246,51 @@ def _evaluate_task(task: Task, prep: Prepared, p: EvaluationSettings, inputs: In
         if task.better(fitted.valid[task.selection_metric], searched[best_lr].valid[task.selection_metric]):
             best_lr = lr
     runs = [searched[best_lr]] + [run(best_lr, seed) for seed in seeds[1:]]
+    extra: dict[str, Any] = {}
+    if hasattr(task, "write_examples"):  # tasks that make audio: a few examples of the first seed's head
+        def predict(keys: list[str]) -> list[Any]:
+            wanted = set(keys)
+            chosen = Examples(*map(list, zip(*[(k, t, r) for k, t, r in zip(
+                splits["test"].keys, splits["test"].targets, splits["test"].references) if k in wanted])))
+            return predictions_of(task, runs[0].model, FrameSplit(table, chosen), prep.vocabulary,
+                                  recipe.batch_size, inputs.device)[1]
+
+        extra["examples"] = task.write_examples(predict, splits["test"], folder / "examples")
+        extra["reference"] = task.reference_scores(splits["test"])
     weights = np.mean([r.layer_weights for r in runs], axis=0).tolist()
     _write_weights(folder, task, inputs, weights, [r.layer_weights for r in runs])
     write_json(folder / "history.json", {"task": task.name, "upstream": inputs.upstream.name,
                                          "seeds": {str(seed): r.history for seed, r in zip(seeds, runs)}})
     test = _mean_and_std([r.test for r in runs])
     valid = _mean_and_std([r.valid for r in runs])
+    selected = valid[0].get(task.metric, valid[0][task.selection_metric])  # SE and VC select on another metric
     logger.info("%s (%s): test %s %.4f +- %.4f over %d head seeds, valid %.4f, lr %g, %.0f s", task.title,
                 inputs.upstream.name, task.metric, test[0][task.metric], test[1][task.metric], len(runs),
-                valid[0][task.metric], best_lr, sum(r.seconds for r in [*searched.values(), *runs[1:]]))
+                selected, best_lr, sum(r.seconds for r in [*searched.values(), *runs[1:]]))
     return {
         "status": "ok", "task": task.name, "title": task.title, "upstream": inputs.upstream.name,
         "metric": task.metric, "higher_is_better": task.higher_is_better,
-        "test": test[0][task.metric], "test_std": test[1][task.metric], "valid": valid[0][task.metric],
+        "test": test[0][task.metric], "test_std": test[1][task.metric], "valid": selected,
         "test_metrics": test[0], "test_metrics_std": test[1], "valid_metrics": valid[0],
         "head_seeds": seeds, "runs": [{"seed": seed, "lr": best_lr, "test_metrics": r.test, "valid_metrics": r.valid,
                                        "best_epoch": r.best_epoch, "epochs": r.epochs, "best_update": r.best_update,
                                        "updates": r.updates, "seconds": r.seconds} for seed, r in zip(seeds, runs)],
         "selected_on": f"valid {task.selection_metric}", "lr": best_lr,
         "valid_by_lr": {f"{lr:g}": r.valid[task.selection_metric] for lr, r in searched.items()},
-        "protocol": inputs.protocol.name, "recipe": asdict(recipe),
+        "protocol": inputs.protocol.name, "recipe": asdict(recipe), "speaker_labels": inputs.upstream.speaker_labels,
         "layer_norm": inputs.protocol.layer_norm, "standardize": inputs.protocol.standardize,
         "num_states": hidden.num_states, "state_names": hidden.state_names, "frame_rate": hidden.frame_rate,
         "utterances": {s: len(ex) for s, ex in splits.items()},
         "classes" if task.pooled else "tokens": len(prep.vocabulary), "vocabulary": prep.vocabulary,
-        "notes": notes, "seconds": sum(r.seconds for r in [*searched.values(), *runs[1:]]),
+        "notes": notes, "seconds": sum(r.seconds for r in [*searched.values(), *runs[1:]]), **extra,
     }
 
 
 def _mean_and_std(scores: list[dict[str, float]]) -> tuple[dict[str, float], dict[str, float]]:
-    """Per metric, the mean and the (population) standard deviation over head seeds."""
-    names = scores[0].keys()
-    return ({n: float(np.mean([s[n] for s in scores])) for n in names},
-            {n: float(np.std([s[n] for s in scores])) for n in names})
+    """Per metric, the mean and the (population) standard deviation over the head seeds that report it."""
+    names = list(dict.fromkeys(n for s in scores for n in s))
+    values = {n: [s[n] for s in scores if n in s] for n in names}
+    return {n: float(np.mean(v)) for n, v in values.items()}, {n: float(np.std(v)) for n, v in values.items()}
 
 
 def _skipped_record(task: Task, inputs: Inputs, reason: str) -> dict[str, Any]:

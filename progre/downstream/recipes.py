@@ -78,6 +78,9 @@ DEMO = Protocol("demo", standardize=True, layer_norm=False, recipes={
     # upstreams gained 8-10 PER points after epochs where patience 6 had stopped them
     "pr": Recipe(lrs=(1e-1, 3e-2), batch_size=16, max_epochs=80, patience=15),
     "asr": Recipe(lrs=(1e-2,), batch_size=16, max_epochs=20, patience=5, hidden=128, layers=2),
+    # BiLSTM heads on a few minutes of audio: small and short
+    "se": Recipe(lrs=(1e-3,), batch_size=8, max_epochs=20, patience=5, hidden=128, layers=1),
+    "vc": Recipe(lrs=(3e-3,), batch_size=4, max_epochs=60, patience=10, hidden=128, layers=1),
 })
 
 SUPERB = Protocol("superb", standardize=False, layer_norm=False, recipes={
@@ -87,6 +90,8 @@ SUPERB = Protocol("superb", standardize=False, layer_norm=False, recipes={
     "pr": Recipe(lrs=LOG_GRID, batch_size=32, max_steps=100_000, eval_every=1_000, projection=256),
     "asr": Recipe(lrs=LOG_GRID, batch_size=16, max_steps=200_000, eval_every=2_000, projection=1024, hidden=1024,
                   layers=2, dropout=0.2),
+    "se": Recipe(lrs=LOG_GRID, batch_size=8, max_steps=150_000, eval_every=1_250, hidden=896, layers=3, dropout=0.5),
+    "vc": Recipe(lrs=LOG_GRID, batch_size=6, max_steps=10_000, eval_every=1_000, hidden=1024, layers=2, dropout=0.5),
 })
 
 SUPERB_SOURCES = {
@@ -98,6 +103,13 @@ SUPERB_SOURCES = {
     "asr": "s3prl downstream/asr/config.yaml: projection 1024, 2 BiLSTM layers of 1024 per direction, dropout 0.2, "
            "Linear to characters + blank, CTC; Adam 1e-4, batch 32 halved for utterances over 2000 samples (so 16), "
            "200k steps, best on dev WER",
+    "se": "s3prl downstream/enhancement_stft/configs/cfg_voicebank.yaml: 3 BLSTM layers of 896 per direction, "
+          "dropout 0.5, Linear to 257 bins, ReLU mask on the noisy STFT (n_fft 512, hop = the upstream's hop), "
+          "MSE to the phase-sensitive mask; AdamW 1e-4, batch 8, 150k steps, eval every 1250, best on dev PESQ "
+          "(here: dev SI-SDR improvement)",
+    "vc": "s3prl downstream/a2o-vc-vcc2020/config.yaml: Taco2-AR to 80-bin mel for a neural vocoder, one model per "
+          "target, AdamW 1e-4, batch 6, 10k steps; here a BiLSTM of that width to WORLD features, chosen on the "
+          "target's valid utterances (s3prl picks the step by test MCD)",
 }
 
 PROTOCOLS = {p.name: p for p in (DEMO, SUPERB)}

@@ -86,6 +86,8 @@ class Task(ABC):
     """True: the head reads utterance means (B, S, D); False: frames (B, T, S, D)."""
     recipe_name: str
     """Which recipe of the protocol (`recipes.py`) sizes and schedules the head."""
+    states: str = "clean"
+    """Whose hidden states the head reads: "clean" (the corpus), or "noisy" (what `audio_view` hears)."""
 
     @abstractmethod
     def prepare(self, rows: dict[str, list[dict[str, Any]]]) -> Prepared:
@@ -106,6 +108,10 @@ class Task(ABC):
     @abstractmethod
     def score(self, references: list[Any], predictions: list[Any]) -> dict[str, float]:
         """Metrics of a whole split: {metric name: value}, holding `metric` and `selection_metric`."""
+
+    def final_score(self, references: list[Any], predictions: list[Any]) -> dict[str, float]:
+        """Metrics of the test split (`score` unless a task scores test with more, or costlier, metrics)."""
+        return self.score(references, predictions)
 
     def num_outputs(self, vocabulary: list[str]) -> int:
         """Logits per prediction: one per class (CTC tasks add the blank)."""

@@ -64,6 +64,8 @@ class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)
     """Per valid evaluation: the update, the epoch, the mean train loss since the last one, valid metrics."""
     seconds: float = 0.0
+    model: Optional[DownstreamModel] = None
+    """The model with the kept weights."""
 
     @property
     def best_epoch(self) -> float:
@@ -74,9 +76,9 @@ class FitResult:
         return self.updates / self.updates_per_epoch
 
 
-def evaluate_split(task: Task, model: DownstreamModel, split: Split, vocabulary: list[str], batch_size: int,
-                   device: torch.device) -> dict[str, float]:
-    """Task metrics of `model` on a whole split (eval mode, no grad)."""
+def predictions_of(task: Task, model: DownstreamModel, split: Split, vocabulary: list[str], batch_size: int,
+                   device: torch.device) -> tuple[list[Any], list[Any]]:
+    """(references, predictions) of `model` on a whole split, in the split's order (eval mode, no grad)."""
     model.eval()
     references: list[Any] = []
     predictions: list[Any] = []
@@ -85,7 +87,14 @@ def evaluate_split(task: Task, model: DownstreamModel, split: Split, vocabulary:
             logits, lengths = model(batch.states, batch.lengths)
             predictions += task.predict(logits, lengths, vocabulary)
             references += batch.references
-    return task.score(references, predictions)
+    return references, predictions
+
+
+def evaluate_split(task: Task, model: DownstreamModel, split: Split, vocabulary: list[str], batch_size: int,
+                   device: torch.device, final: bool = False) -> dict[str, float]:
+    """Task metrics of `model` on a whole split (eval mode, no grad); `final`: the test split's metrics."""
+    references, predictions = predictions_of(task, model, split, vocabulary, batch_size, device)
+    return task.final_score(references, predictions) if final else task.score(references, predictions)
 
 
 def fit(task: Task, model: DownstreamModel, train: Split, valid: Split, test: Split, vocabulary: list[str],
@@ -129,10 +138,10 @@ def fit(task: Task, model: DownstreamModel, train: Split, valid: Split, test: Sp
     assert best is not None
     _, best_update, valid_scores, state = best
     model.load_state_dict(state)
-    test_scores = evaluate_split(task, model, test, vocabulary, settings.batch_size, device)
+    test_scores = evaluate_split(task, model, test, vocabulary, settings.batch_size, device, final=True)
     weights = model.featurizer.normalized_weights().detach().cpu().tolist()
     return FitResult(best_update, updates, per_epoch, valid_scores, test_scores, weights, history,
-                     time.perf_counter() - start)
+                     time.perf_counter() - start, model)
 
 
 def _batch_loss(task: Task, model: DownstreamModel, batch: HeadBatch) -> Tensor:

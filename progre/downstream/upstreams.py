@@ -26,9 +26,9 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol
 
 import numpy as np
 import torch
@@ -65,6 +65,8 @@ class Upstream:
     """The checkpoint folder (its weights for "checkpoint", its architecture for "random")."""
     spec: str = ""
     """As given on the command line."""
+    speaker_labels: Optional[str] = None
+    """What a trained speaker branch learned from: "corpus" or "pseudo" (None: no trained speaker branch)."""
 
 
 def parse_upstream(spec: str, name: Optional[str] = None) -> Upstream:
@@ -86,11 +88,12 @@ def parse_upstream(spec: str, name: Optional[str] = None) -> Upstream:
     folder = Path(spec)
     from ..model.checkpoint import read_checkpoint_config
 
-    read_checkpoint_config(folder)
+    config = read_checkpoint_config(folder)
     default = folder.resolve().parent.name if folder.name == "model" else folder.name
     if kind == "random":
         default = f"random-{default}"
-    return Upstream(kind, name or default, folder, given)
+    labels = config.get("speaker_labels") if kind == "checkpoint" and config["model"].get("speaker_branch") else None
+    return Upstream(kind, name or default, folder, given, labels)
 
 
 MFCC_CODE = ("progre.frames", "progre.audio", "progre.data.shards", "progre.features.mfcc", "progre.features.computers",
@@ -217,13 +220,33 @@ def cache_key(identity: dict[str, Any], fingerprint: str, dtype: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class AudioView:
+    """Some utterances of a corpus, and what is done to their audio before the upstream hears it (for
+    speech enhancement: noise mixed in). `identity` says what the transform is, for the cache key."""
+
+    name: str
+    keys: frozenset[str]
+    transform: Optional[Callable[[str, np.ndarray], np.ndarray]] = None
+    identity: dict[str, Any] = field(default_factory=dict)
+
+    def cache_identity(self) -> dict[str, Any]:
+        keys = hashlib.sha256("\n".join(sorted(self.keys)).encode()).hexdigest()[:16]
+        return {"view": self.name, "keys": keys, **self.identity}
+
+
 def cached_hidden_states(upstream: Upstream, shards: Shards, cache: Path, *, seed: int, device: torch.device,
                          pitch: Optional[Path] = None, batch_seconds: float = 60.0,
-                         dtype: str = "float16") -> HiddenStates:
-    """The hidden states of every utterance in `shards`, from the cache or computed into it."""
-    identity = upstream_identity(upstream, seed, pitch)
+                         dtype: str = "float16", view: Optional[AudioView] = None) -> HiddenStates:
+    """The hidden states of every utterance in `shards` (or of `view`'s utterances and audio), from the
+    cache or computed into it. Pitch contours from `pitch` are of the clean audio: a view that changes
+    the audio computes them on the fly from what the upstream hears."""
+    if view is not None and view.transform is not None:
+        pitch = None
+    identity = upstream_identity(upstream, seed, pitch) | ({} if view is None else view.cache_identity())
     fingerprint = shards.fingerprint
-    folder = Path(cache) / f"{identity['kind']}-{cache_key(identity, fingerprint, dtype)}"
+    prefix = identity["kind"] if view is None else f"{identity['kind']}-{view.name}"
+    folder = Path(cache) / f"{prefix}-{cache_key(identity, fingerprint, dtype)}"
     with _locked(folder.with_name(f".{folder.name}.lock")):
         remove_leftovers(folder)
         if (folder / "meta.json").is_file():
@@ -232,7 +255,7 @@ def cached_hidden_states(upstream: Upstream, shards: Shards, cache: Path, *, see
         extractor = build_extractor(upstream, seed, device, pitch, shards)
         start = time.perf_counter()
         with atomic_dir(folder) as tmp:
-            seconds = _extract_all(extractor, shards, tmp, batch_seconds, dtype, upstream.name)
+            seconds = _extract_all(extractor, shards, tmp, batch_seconds, dtype, upstream.name, view)
             states = len(extractor.state_names)
             write_meta(tmp, {"kind": "hidden", "upstream": identity, "name": upstream.name,
                              "state_names": extractor.state_names, "num_states": states, "state_dim": extractor.dim,
@@ -246,17 +269,20 @@ def cached_hidden_states(upstream: Upstream, shards: Shards, cache: Path, *, see
 
 
 def _extract_all(extractor: Extractor, shards: Shards, folder: Path, batch_seconds: float, dtype: str,
-                 name: str) -> float:
-    """Write (T, S*D) rows of every utterance to a feature folder; memory stays at one batch.
-    Returns the seconds of audio processed."""
+                 name: str, view: Optional[AudioView] = None) -> float:
+    """Write (T, S*D) rows of every utterance (of the view) to a feature folder; memory stays at one
+    batch. Returns the seconds of audio processed."""
     width = extractor.dim * len(extractor.state_names)
     writer = FeatureWriter(folder, width, dtype)
     limit = float(np.finfo(dtype).max)
     audio = 0.0
+    utterances = shards.stream(keys=None if view is None else set(view.keys))
+    if view is not None and view.transform is not None:
+        utterances = (Utterance(u.key, view.transform(u.key, u.wav), u.meta) for u in utterances)
     try:
         with progress_bar() as progress:
-            task = progress.add_task(f"hidden states ({name})", total=len(shards))
-            for batch in batches_by_seconds(shards.stream(), batch_seconds, pool=4):
+            task = progress.add_task(f"hidden states ({name})", total=len(shards) if view is None else len(view.keys))
+            for batch in batches_by_seconds(utterances, batch_seconds, pool=4):
                 for utt, states in zip(batch, extractor(batch)):
                     if len(states) != extractor.expected_frames(len(utt.wav)):
                         raise RuntimeError(f"{utt.key}: {len(states)} frames for {len(utt.wav)} samples")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..downstream.plots import WeightPanel, save_weight_grid
+from ..downstream.plots import WeightPanel, save_spectrograms, save_weight_grid
 from ..downstream import TASKS
 from ..io import atomic_path
 from .collect import TaskResult, UpstreamResults, collect
@@ -38,11 +38,46 @@ def write_report(title: str, results: list[Path], out: Path) -> dict[str, Any]:
             image = out.with_name(f"{out.stem}-{task}-layer-weights.png")
             save_weight_grid(image, panels, f"{title_of(upstreams, task)}: learned layer weights")
             images[task] = image
-    markdown = render(title, upstreams, tasks, columns, images)
+    examples = {task: shown for task in ("se", "vc") if (shown := _examples(upstreams, task, out)) is not None}
+    markdown = render(title, upstreams, tasks, columns, images, examples)
     with atomic_path(out) as tmp:
         tmp.write_text(markdown)
     return {"upstreams": [u.name for u in upstreams], "tasks": tasks, "images": {t: str(i) for t, i in images.items()},
             "table": {u.name: {c.header: c.cell(u)[0] for c in columns} for u in upstreams}}
+
+
+def _examples(upstreams: list[UpstreamResults], task: str, out: Path) -> dict[str, Any] | None:
+    """Copy a task's audio examples beside the report (audio/<task>/) and draw the first one's spectrograms:
+    {"figure", "columns": input, each upstream's output, reference; "rows": (key, links)}."""
+    import soundfile as sf
+
+    made = [(u.name, r.source.parent / "examples", r.record["examples"]) for u in upstreams
+            if (r := u.tasks.get(task)) is not None and r.ok and r.record.get("examples") and r.source is not None]
+    if not made:
+        return None
+    folder = out.parent / "audio" / task
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for example in made[0][2]:
+        key = example["key"]
+        links = [_copy(made[0][1] / example["input"], folder / f"{key}-input.flac")]
+        for name, source, written in made:
+            mine = next((e for e in written if e["key"] == key), None)
+            links.append(None if mine is None else _copy(source / mine["output"], folder / f"{key}-{name}.flac"))
+        links.append(_copy(made[0][1] / example["reference"], folder / f"{key}-reference.flac"))
+        rows.append((key, [None if link is None else link.relative_to(out.parent).as_posix() for link in links]))
+    names = [name for name, _, _ in made]
+    figure = out.with_name(f"{out.stem}-{task}-spectrograms.png")
+    first_key, first_links = rows[0]
+    labels = ["input", *names, "reference"]
+    save_spectrograms(figure, [(label, sf.read(out.parent / link)[0]) for label, link in zip(labels, first_links)
+                               if link is not None], f"{title_of(upstreams, task)}: {first_key}")
+    return {"figure": figure.name, "columns": labels, "rows": rows}
+
+
+def _copy(source: Path, target: Path) -> Path:
+    target.write_bytes(source.read_bytes())
+    return target
 
 
 __all__ = ["Column", "TaskResult", "UpstreamResults", "collect", "render", "table_columns", "write_report"]

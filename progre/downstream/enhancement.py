@@ -1,0 +1,213 @@
+"""SE: speech enhancement by a magnitude mask on the noisy STFT (SUPERB's `enhancement_stft`).
+
+The upstream hears noisy speech: clean utterances of the corpus with noise mixed in on the fly
+(`progre.data.noise.NoisyMixer`: the demo's coloured noise or a folder of recordings, at an SNR drawn
+per utterance, the same mixture in every run), or the utterances of a second, noisy shard folder
+with the same keys (VoiceBank-DEMAND as published: a noisy and a clean folder of the same files).
+Only utterances without noise of their own are enhanced (the demo corpus has noise mixed into half of
+its utterances at synthesis: those have no clean reference).
+
+The head (BiLSTM layers over the weighted hidden states, then a linear map with ReLU) predicts a mask
+on the noisy magnitude at each of the STFT's frames (512-point Hann window, hop 320 samples = the
+upstream's frame hop: STFT frame j, centred on sample 320 j, reads model frame j - 1, whose window is
+centred on sample 320 j - 120). It is trained with the mean square error against the phase-sensitive
+mask clip(|S| cos(angle S - angle Y) / |Y|, 0, 1) of clean S and noisy Y (s3prl's target), and the
+enhanced speech is the masked noisy STFT, inverted with the noisy phase.
+
+Valid selects by SI-SDR improvement (cheap; s3prl selects by PESQ); test is scored by wide-band PESQ,
+STOI and SI-SDR improvement over the noisy input, whose own PESQ and STOI are the floor row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import soundfile as sf
+import torch
+from torch import Tensor, nn
+
+from ..data.noise import NoisyMixer
+from ..data.shards import Shards
+from ..frames import MODEL_HOP, SAMPLE_RATE, num_frames
+from .data import Examples
+from .heads import BiLSTMHead
+from .recipes import Recipe
+from .speech_metrics import pesq_wb, si_sdr, si_sdr_improvement, stoi
+from .tasks import SPLITS, Prepared, Task, TaskSkipped
+
+N_FFT = 512
+BINS = N_FFT // 2 + 1
+HOP = MODEL_HOP
+EXAMPLES = 2
+"""Test utterances whose noisy input, enhancement and clean reference are written as FLAC."""
+
+
+def stft(wav: np.ndarray) -> Tensor:
+    """(F, 257) complex STFT, F = N // 320 + 1 frames (centred, Hann window of 512)."""
+    x = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))
+    return torch.stft(x, N_FFT, HOP, N_FFT, torch.hann_window(N_FFT), center=True, return_complex=True).T
+
+
+def istft(spectrum: Tensor, num_samples: int) -> np.ndarray:
+    return torch.istft(spectrum.T, N_FFT, HOP, N_FFT, torch.hann_window(N_FFT), center=True,
+                       length=num_samples).numpy()
+
+
+def model_frames_of_stft(num_samples: int) -> Tensor:
+    """For each STFT frame j, the model frame whose window is nearest its centre: j - 1, clipped."""
+    frames = num_samples // HOP + 1
+    return (torch.arange(frames) - 1).clamp(0, max(num_frames(num_samples) - 1, 0))
+
+
+def phase_sensitive_mask(clean: Tensor, noisy: Tensor) -> Tensor:
+    """clip(|S| cos(angle S - angle Y) / |Y|, 0, 1), 0 where the noisy bin is silent."""
+    ratio = (clean * noisy.conj()).real / noisy.abs().square().clamp_min(1e-12)
+    return ratio.clamp(0.0, 1.0).float()
+
+
+@dataclass
+class Pair:
+    """A clean utterance and what the upstream hears of it."""
+
+    key: str
+    clean: np.ndarray
+    noisy: np.ndarray
+
+    def noisy_spectrum(self) -> Tensor:
+        return stft(self.noisy)
+
+
+class MaskHead(nn.Module):
+    """Weighted features (B, T, D) -> BiLSTM -> linear -> ReLU: a mask (B, T, 257) per model frame."""
+
+    def __init__(self, dim: int, hidden: int, layers: int, dropout: float):
+        super().__init__()
+        self.lstm = BiLSTMHead(dim, hidden, layers, BINS, dropout=dropout)
+
+    def forward(self, x: Tensor, lengths: Optional[Tensor]) -> tuple[Tensor, Optional[Tensor]]:
+        mask, lengths = self.lstm(x, lengths)
+        return torch.relu(mask), lengths
+
+
+class SpeechEnhancement(Task):
+    name, title = "se", "SE"
+    metric = "pesq"
+    selection_metric = "si_sdri"
+    higher_is_better = True
+    columns = ("noise", "shard", "flac_offset", "flac_bytes")
+    pooled = False
+    recipe_name = "se"
+    states = "noisy"
+
+    def __init__(self, shards: Shards, noisy: Callable[[str, np.ndarray], np.ndarray], identity: dict[str, Any]):
+        """noisy(key, clean) -> what the upstream hears; `identity` describes it (for the cache key)."""
+        self.shards, self.noisy, self.identity = shards, noisy, identity
+
+    def prepare(self, rows: dict[str, list[dict[str, Any]]]) -> Prepared:
+        notes = []
+        mixed = {s: [r for r in rows[s] if r.get("noise")] for s in SPLITS}
+        if sum(len(v) for v in mixed.values()):
+            notes.append(f"SE: {sum(len(v) for v in mixed.values())} utterances that hold noise of their own (no "
+                         f"clean reference) left out")
+        splits = {}
+        for split in SPLITS:
+            pairs = []
+            for row in rows[split]:
+                if row.get("noise"):
+                    continue
+                clean = self.shards.read_audio(row["shard"], row["flac_offset"], row["flac_bytes"])
+                pairs.append(Pair(row["key"], clean, self.noisy(row["key"], clean)))
+            splits[split] = Examples([p.key for p in pairs], [_target(p) for p in pairs], pairs)
+        if not len(splits["train"]):
+            raise TaskSkipped("no clean training utterance to mix noise into")
+        return Prepared(splits, [f"bin{i}" for i in range(BINS)], notes)
+
+    def num_outputs(self, vocabulary: list[str]) -> int:
+        return BINS
+
+    def head(self, dim: int, outputs: int, frame_rate: int, recipe: Recipe) -> nn.Module:
+        return MaskHead(dim, recipe.hidden, recipe.layers, recipe.dropout)
+
+    def loss(self, logits: Tensor, lengths: Optional[Tensor], targets: list[Any]) -> Tensor:
+        predicted = torch.cat([logits[b, index] for b, (index, _) in enumerate(targets)])
+        wanted = torch.cat([mask for _, mask in targets]).to(logits.device)
+        return torch.nn.functional.mse_loss(predicted.float(), wanted)
+
+    def predict(self, logits: Tensor, lengths: Optional[Tensor], vocabulary: list[str]) -> list[Any]:
+        return [logits[b].detach().float().cpu() for b in range(len(logits))]
+
+    def enhance(self, pair: Pair, mask_by_model_frame: Tensor) -> np.ndarray:
+        spectrum = pair.noisy_spectrum()
+        mask = mask_by_model_frame[model_frames_of_stft(len(pair.noisy))]
+        return istft(spectrum * mask, len(pair.noisy))
+
+    def score(self, references: list[Any], predictions: list[Any]) -> dict[str, float]:
+        gains = [si_sdr_improvement(p.clean, self.enhance(p, m), p.noisy) for p, m in zip(references, predictions)]
+        return {"si_sdri": _mean(gains)}
+
+    def final_score(self, references: list[Any], predictions: list[Any]) -> dict[str, float]:
+        scores: dict[str, list[float]] = {"pesq": [], "stoi": [], "si_sdri": []}
+        for pair, mask in zip(references, predictions):
+            enhanced = self.enhance(pair, mask)
+            scores["pesq"].append(pesq_wb(pair.clean, enhanced))
+            scores["stoi"].append(stoi(pair.clean, enhanced))
+            scores["si_sdri"].append(si_sdr_improvement(pair.clean, enhanced, pair.noisy))
+        return {name: _mean(values) for name, values in scores.items()} | _unscored(scores)
+
+    def reference_scores(self, examples: Examples) -> dict[str, float]:
+        """The noisy input's own test scores: the floor every enhancement must clear."""
+        pairs = examples.references
+        scores = {"pesq": [pesq_wb(p.clean, p.noisy) for p in pairs], "stoi": [stoi(p.clean, p.noisy) for p in pairs],
+                  "si_sdri": [0.0 for _ in pairs], "si_sdr": [si_sdr(p.clean, p.noisy) for p in pairs]}
+        return {name: _mean(values) for name, values in scores.items()}
+
+    def write_examples(self, predict: Callable[[list[str]], list[Any]], examples: Examples, folder: Path) -> list[dict]:
+        """The first test utterances: noisy input, enhanced output, clean reference (FLAC)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        keys = examples.keys[:EXAMPLES]
+        written = []
+        for key, pair, mask in zip(keys, examples.references[:EXAMPLES], predict(keys)):
+            files = {"input": pair.noisy, "output": self.enhance(pair, mask), "reference": pair.clean}
+            for role, wav in files.items():
+                sf.write(folder / f"{key}-{role}.flac", np.clip(wav, -1, 1), SAMPLE_RATE, subtype="PCM_16")
+            written.append({"key": key, **{role: f"{key}-{role}.flac" for role in files}})
+        return written
+
+
+def _target(pair: Pair) -> tuple[Tensor, Tensor]:
+    """(model frame of each STFT frame, phase-sensitive mask (F, 257))."""
+    return model_frames_of_stft(len(pair.clean)), phase_sensitive_mask(stft(pair.clean), pair.noisy_spectrum())
+
+
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def _unscored(scores: dict[str, list[float]]) -> dict[str, float]:
+    """How many utterances a metric could not score (too short or silent for PESQ, say), when any."""
+    return {f"{name}_unscored": float(sum(not np.isfinite(v) for v in values))
+            for name, values in scores.items() if not all(np.isfinite(v) for v in values)}
+
+
+def mixer_view(mixer: NoisyMixer) -> tuple[Callable[[str, np.ndarray], np.ndarray], dict[str, Any]]:
+    """(noisy(key, clean), identity) of on-the-fly mixing."""
+    return (lambda key, clean: mixer.mix(key, clean)[0]), mixer.describe()
+
+
+def paired_view(noisy_shards: Shards) -> tuple[Callable[[str, np.ndarray], np.ndarray], dict[str, Any]]:
+    """(noisy(key, clean), identity) of a noisy corpus sharded with the same keys (VoiceBank-DEMAND)."""
+    rows = {r["key"]: r for r in noisy_shards.rows(columns=("key", "shard", "flac_offset", "flac_bytes"))}
+
+    def noisy(key: str, clean: np.ndarray) -> np.ndarray:
+        if key not in rows:
+            raise TaskSkipped(f"the noisy corpus {noisy_shards.folder} has no utterance {key}")
+        wav = noisy_shards.read_audio(rows[key]["shard"], rows[key]["flac_offset"], rows[key]["flac_bytes"])
+        if len(wav) != len(clean):
+            raise TaskSkipped(f"{key}: {len(wav)} noisy samples but {len(clean)} clean ones")
+        return wav
+
+    return noisy, {"noisy_corpus": noisy_shards.fingerprint}
