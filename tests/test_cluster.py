@@ -64,6 +64,27 @@ def test_labels_cover_every_frame_of_every_utterance(phone_shards, mfcc_features
     assert metrics["pnmi"] > 0.3  # tones and noise bursts are easy to tell apart
     assert (tmp_path / "k" / "cooccurrence.png").stat().st_size > 1000
     assert (tmp_path / "k" / "kmeans.json").is_file()
+    # which FAISS ran is recorded (here: whatever build the venv holds, on the CPU)
+    import faiss
+
+    assert metrics["faiss_version"] == faiss.__version__ and metrics["faiss_build"] in ("cpu", "gpu")
+    assert metrics["kmeans_device"] == ("cuda" if faiss.get_num_gpus() else "cpu")
+
+
+def test_faiss_installation_names_the_build_and_warns_about_two_builds(monkeypatch):
+    from progre.cluster import kmeans
+
+    info = kmeans.faiss_installation()
+    assert info["build"] == ("gpu" if hasattr(kmeans.faiss, "StandardGpuResources") else "cpu")
+    assert info["packages"] and info["gpus"] >= 0
+    monkeypatch.setattr(kmeans.metadata, "version", lambda name: "1.15.1")  # every build "installed"
+    warnings = []
+    monkeypatch.setattr(kmeans.logger, "warning", lambda message, *args: warnings.append(message % args))
+    assert len(kmeans.faiss_installation()["packages"]) == len(kmeans.FAISS_PACKAGES)
+    assert len(warnings) == 1 and "share one `faiss` module" in warnings[0]
+    monkeypatch.setattr(kmeans, "faiss", None)
+    with pytest.raises(UserError, match="FAISS is not installed: pip install -e '.\\[cpu\\]'"):
+        kmeans.faiss_gpus()
 
 
 def test_same_seed_same_labels_other_seed_may_differ(phone_shards, mfcc_features, tmp_path):

@@ -23,7 +23,7 @@ from ..features.computers import FeatureComputer, batches_by_seconds, computer_f
 from ..features.store import FeatureStore
 from ..frames import num_frames
 from ..log import logger, progress_bar
-from .kmeans import KMeansModel, fit_kmeans, use_gpu
+from .kmeans import KMeansModel, faiss_installation, fit_kmeans, use_gpu
 from .labels import LabelWriter
 from .metrics import JointCounts, cluster_usage, frame_phones, plot_cooccurrence, purity_and_pnmi
 
@@ -53,9 +53,13 @@ def fit_and_label(store: FeatureStore, shards: Shards, settings: ClusterSettings
         raise UserError(f"the features in {store.folder} were computed on another corpus than {shards.folder} "
                         f"(fingerprint {store.meta.get('corpus')} vs {shards.fingerprint}); recompute them")
     gpu = use_gpu(settings.device)
+    installed = faiss_installation()
+    used = {"faiss_version": installed["version"], "faiss_build": installed["build"],
+            "kmeans_device": "cuda" if gpu else "cpu"}
     start = time.perf_counter()
-    logger.info("fitting k-means: k=%d on %d frames of %d-d %s features", settings.n_clusters, store.total_frames(),
-                store.dim, store.kind)
+    logger.info("fitting k-means on %s: k=%d on %d frames of %d-d %s features (FAISS %s, %s build, %d GPU%s "
+                "visible)", "GPU" if gpu else "CPU", settings.n_clusters, store.total_frames(), store.dim, store.kind,
+                installed["version"], installed["build"], installed["gpus"], "" if installed["gpus"] == 1 else "s")
     centroids, fit_objective = fit_kmeans(store.stacked(), settings.n_clusters, niter=settings.niter,
                                           nredo=settings.nredo, init=settings.init, seed=settings.seed,
                                           max_points_per_centroid=settings.max_points_per_centroid, gpu=gpu)
@@ -72,7 +76,7 @@ def fit_and_label(store: FeatureStore, shards: Shards, settings: ClusterSettings
     metrics = label_corpus(model, store, computer, shards, folder, label_meta, settings)
     return metrics | {"fit_objective_per_frame": fit_objective, "fit_frames": store.total_frames(),
                       "fit_seconds": fit_seconds, "n_clusters": settings.n_clusters,
-                      "label_rate": label_meta["label_rate"]}
+                      "label_rate": label_meta["label_rate"]} | used
 
 
 def label_corpus(model: KMeansModel, store: FeatureStore, computer: FeatureComputer, shards: Shards, folder: Path,
