@@ -148,6 +148,28 @@ def test_iteration_two_labels_from_layer_features_are_50_hz(phone_shards, phone_
         assert len(labels.labels[key]) == num_frames(n)  # unsampled ones too, computed with the same pitch
 
 
+def test_bf16_layer_features_are_close_to_fp32_and_the_folder_records_the_precision(phone_shards, tiny_checkpoints):
+    import torch
+
+    from progre.features.computers import LayerComputer, computer_from_meta
+
+    from .conftest import BF16_LAYER_RTOL
+
+    utts = sorted(Shards(phone_shards).stream("train"), key=lambda u: u.key)[:4]
+    cpu = torch.device("cpu")
+    fp32 = LayerComputer(tiny_checkpoints / "progre", 3, cpu)
+    bf16 = LayerComputer(tiny_checkpoints / "progre", 3, cpu, precision="bf16")
+    assert fp32.describe()["precision"] == "fp32" and bf16.describe()["precision"] == "bf16"
+    assert LayerComputer(tiny_checkpoints / "hubert", 3, cpu, precision="auto").describe()["precision"] == "fp32"
+    for a, b in zip(fp32(utts), bf16(utts)):
+        assert a.dtype == b.dtype == np.float32 and a.shape == b.shape
+        assert 0 < np.linalg.norm(b - a) / np.linalg.norm(a) <= BF16_LAYER_RTOL
+    # unsampled utterances are labelled in the folder's precision
+    assert computer_from_meta(bf16.describe(), cpu).extractor.precision == "bf16"
+    assert computer_from_meta({k: v for k, v in fp32.describe().items() if k != "precision"},
+                              cpu).extractor.precision == "fp32"  # folders written before precision existed
+
+
 def test_long_audio_in_chunks_keeps_the_frame_grid(phone_shards, tiny_checkpoints):
     import torch
 

@@ -71,7 +71,8 @@ def fit_and_label(store: FeatureStore, shards: Shards, settings: ClusterSettings
     label_meta = {"label_rate": int(store.meta["frame_rate"]), "n_clusters": settings.n_clusters,
                   "corpus": shards.fingerprint, "kind": store.kind, "layer": store.meta.get("layer"),
                   "checkpoint": store.meta.get("checkpoint")}
-    computer = computer_from_meta(store.meta, resolve_device("cuda" if gpu else "cpu"))
+    # features of unsampled utterances on CUDA whenever torch sees it, whichever FAISS build runs k-means
+    computer = computer_from_meta(store.meta, resolve_device(settings.device))
     model.save(folder)
     metrics = label_corpus(model, store, computer, shards, folder, label_meta, settings)
     return metrics | {"fit_objective_per_frame": fit_objective, "fit_frames": store.total_frames(),
