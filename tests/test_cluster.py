@@ -71,6 +71,28 @@ def test_labels_cover_every_frame_of_every_utterance(phone_shards, mfcc_features
     assert metrics["kmeans_device"] == ("cuda" if faiss.get_num_gpus() else "cpu")
 
 
+def test_a_bounded_fit_reads_a_seeded_sample_not_the_whole_folder(phone_shards, mfcc_features, tmp_path, monkeypatch):
+    from progre.features.store import FeatureStore
+
+    store = FeatureStore(mfcc_features)
+    everything = store.stacked()
+    sample = store.sample_frames(300, seed=5)
+    assert sample.shape == (300, 39) and sample.dtype == np.float32
+    np.testing.assert_array_equal(sample, store.sample_frames(300, seed=5))
+    chosen = np.sort(np.random.default_rng(5).choice(len(everything), size=300, replace=False))
+    np.testing.assert_array_equal(sample, everything[chosen])  # distinct stored frames, in storage order
+    assert not np.array_equal(sample, store.sample_frames(300, seed=6))
+
+    def no_full_load(self, dtype="float32"):
+        raise AssertionError("the whole folder was loaded")
+
+    monkeypatch.setattr(FeatureStore, "stacked", no_full_load)
+    metrics = cluster_stage.run(ClusterParams(n_clusters=4, niter=5, max_points_per_centroid=50), mfcc_features,
+                                phone_shards, tmp_path / "k")
+    assert metrics["fit_frames"] == 200 < store.total_frames()
+    assert len(read_labels(tmp_path / "k").labels) == len(Shards(phone_shards))
+
+
 def test_faiss_installation_names_the_build_and_warns_about_two_builds(monkeypatch):
     from progre.cluster import kmeans
 

@@ -132,6 +132,6 @@ def fit_kmeans(x: np.ndarray, n_clusters: int, *, niter: int, nredo: int, init: 
                           max_points_per_centroid=mppc, min_points_per_centroid=1, init_method=init_method,
                           gpu=gpu)
     kmeans.train(x)
-    model = KMeansModel(kmeans.centroids)
+    model = KMeansModel(kmeans.centroids, gpu=gpu)  # the objective on the device that fitted
     _, distances = model.assign(x)
     return model.centroids, float(distances.mean())

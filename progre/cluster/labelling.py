@@ -60,13 +60,16 @@ def fit_and_label(store: FeatureStore, shards: Shards, settings: ClusterSettings
     logger.info("fitting k-means on %s: k=%d on %d frames of %d-d %s features (FAISS %s, %s build, %d GPU%s "
                 "visible)", "GPU" if gpu else "CPU", settings.n_clusters, store.total_frames(), store.dim, store.kind,
                 installed["version"], installed["build"], installed["gpus"], "" if installed["gpus"] == 1 else "s")
-    centroids, fit_objective = fit_kmeans(store.stacked(), settings.n_clusters, niter=settings.niter,
-                                          nredo=settings.nredo, init=settings.init, seed=settings.seed,
+    sample = fit_sample(store, settings)
+    fit_frames = len(sample)
+    centroids, fit_objective = fit_kmeans(sample, settings.n_clusters, niter=settings.niter, nredo=settings.nredo,
+                                          init=settings.init, seed=settings.seed,
                                           max_points_per_centroid=settings.max_points_per_centroid, gpu=gpu)
+    del sample
     fit_seconds = time.perf_counter() - start
     provenance = {key: store.meta.get(key) for key in ("kind", "layer", "state", "checkpoint", "frame_rate")}
     model = KMeansModel(centroids, provenance | {
-        "corpus": shards.fingerprint, "fit_frames": store.total_frames(), "fit_objective_per_frame": fit_objective,
+        "corpus": shards.fingerprint, "fit_frames": fit_frames, "fit_objective_per_frame": fit_objective,
         "niter": settings.niter, "nredo": settings.nredo, "init": settings.init, "seed": settings.seed}, gpu)
     label_meta = {"label_rate": int(store.meta["frame_rate"]), "n_clusters": settings.n_clusters,
                   "corpus": shards.fingerprint, "kind": store.kind, "layer": store.meta.get("layer"),
@@ -75,9 +78,23 @@ def fit_and_label(store: FeatureStore, shards: Shards, settings: ClusterSettings
     computer = computer_from_meta(store.meta, resolve_device(settings.device))
     model.save(folder)
     metrics = label_corpus(model, store, computer, shards, folder, label_meta, settings)
-    return metrics | {"fit_objective_per_frame": fit_objective, "fit_frames": store.total_frames(),
-                      "fit_seconds": fit_seconds, "n_clusters": settings.n_clusters,
+    return metrics | {"fit_objective_per_frame": fit_objective, "fit_frames": fit_frames, "fit_seconds": fit_seconds, "n_clusters": settings.n_clusters,
                       "label_rate": label_meta["label_rate"]} | used
+
+
+def fit_sample(store: FeatureStore, settings: ClusterSettings) -> np.ndarray:
+    """The float32 frames k-means is fitted on: every stored one, or with `max_points_per_centroid` set
+    a seeded uniform sample of that many per centroid, read from the memory-mapped folder: memory then
+    stays bounded by the sample (500 x 1000 x 768-d: 1.5 GB) whatever the corpus size, where FAISS
+    would subsample only after the whole folder had been loaded as float32."""
+    total = store.total_frames()
+    per_centroid = settings.max_points_per_centroid
+    limit = total if per_centroid is None else per_centroid * settings.n_clusters
+    if limit < total:
+        logger.info("k-means on a sample of %d of the %d stored frames (max_points_per_centroid %d)", limit, total,
+                    settings.max_points_per_centroid)
+        return store.sample_frames(limit, settings.seed)
+    return store.stacked()
 
 
 def label_corpus(model: KMeansModel, store: FeatureStore, computer: FeatureComputer, shards: Shards, folder: Path,
