@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 FAISS ?= $(shell cat $(VENV)/.faiss 2>/dev/null || echo cpu)
 STAMP := $(VENV)/.installed-$(FAISS)
 
-.PHONY: demo test test-slow test-all bench venv venv-gpu clean-venv
+.PHONY: demo test test-slow test-all bench venv venv-gpu gpu-check clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,13 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.kmeans
 	$(BIN)/python -m bench.model
 	$(BIN)/python -m bench.train
+
+## on one CUDA GPU, in at most 8 minutes: the CUDA tests and the GPU benches (bench/gpu_check.py);
+## writes bench/results/gpu.json and gpu.log. Installs FAISS for GPU into the venv first (PyPI).
+## Without a GPU it runs its CPU dry run (tiny sizes) into bench/.work/gpu-dryrun.json instead.
+gpu-check:
+	$(MAKE) venv FAISS=gpu
+	$(BIN)/python -m bench.gpu_check
 
 clean-venv:
 	rm -rf $(VENV)
