@@ -27,9 +27,10 @@ jobs kept its load average at 6-9; torch.profiler and per-phase process CPU time
 - on two threads under load the optimizer becomes the largest overhead: AdamW's ~1,500
   element-wise kernels per step (for-loop, one tensor at a time) each fork and join the thread
   pool, and a join waits for a descheduled thread: 0.32 s per step on two threads vs 0.23 s on
-  one (medians of 6; fused AdamW 0.08 s; foreach 0.94 s, its CPU path loops per tensor and
-  allocates). Ours now steps the optimizer on one thread (the same numbers: element-wise
-  results do not depend on the thread count, checked on every tensor of a Base model);
+  one (medians of 6 at load 7.5; in another run at load 6, 6.1 s vs 0.17 s; fused AdamW 0.08 s;
+  foreach 0.94 s, its CPU path loops per tensor and allocates). Ours now steps the optimizer on
+  one thread (the same numbers: element-wise results do not depend on the thread count, checked
+  on every tensor of a Base model); on an idle machine two threads may be the faster;
 - clipping multiplied every gradient by 1.0 when nothing was clipped (one more pass over the
   377 MB of gradients): skipped, the same numbers;
 - about 100k minor page faults per step in both loops (the gradients and activations are
