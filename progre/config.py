@@ -304,6 +304,8 @@ class FeaturesParams(Params):
                                        "features)", min=1.0)
     layer: int = param(6, "transformer layer (1-based) for hidden features", min=1)
     hidden_dtype: str = param("float16", "storage type of hidden features", choices=("float16", "float32"))
+    precision: str = param("auto", "hidden features: auto is bf16 autocast on CUDA, fp32 on CPU",
+                           choices=("auto", "bf16", "fp32"))
     workers: int = param(2, "CPU worker processes for pitch", min=1)
     device: str = param("auto", "auto picks CUDA when present", choices=("auto", "cpu", "cuda"))
 
@@ -324,8 +326,9 @@ class ClusterParams(Params):
     phone_splits: list[str] = param(["valid", "test"], "splits whose frame phone alignments score the labels "
                                                         "(phone purity, cluster purity, PNMI)",
                                     choices=("train", "valid", "test"))
-    device: str = param("auto", "auto uses faiss-gpu when present; the features of unsampled utterances are "
-                                "then computed on CUDA too, else on CPU", choices=("auto", "cpu", "cuda"))
+    device: str = param("auto", "auto: k-means on GPU when FAISS sees one (faiss-gpu), and the features of "
+                                "unsampled utterances on CUDA when torch sees it; cpu: both on the CPU; cuda: "
+                                "both on the GPU", choices=("auto", "cpu", "cuda"))
 
 
 @dataclass
@@ -388,6 +391,11 @@ class PretrainParams(Params):
     bucket_size: int = param(64, "utterances pooled for length bucketing", min=1)
     num_workers: int = param(1, "data-loader worker processes", min=0)
     seed: int = param(1234, "random seed of init, masking, crops and order")
+    # speed (free to change between a kill and the resume)
+    fused_optimizer: bool | None = param(None, "AdamW's fused kernel (null: on CUDA only; on the CPU it "
+                                               "rounds differently from the for-loop AdamW the demo uses)")
+    compile: bool = param(False, "torch.compile the Transformer layers and CNN blocks (GPU; measured by "
+                                 "make gpu-check)")
     # bookkeeping
     log_every: int = param(10, "log metrics every N updates", min=1)
     checkpoint_every: int = param(500, "save a resumable checkpoint every N updates", min=1)

@@ -64,6 +64,49 @@ def test_labels_cover_every_frame_of_every_utterance(phone_shards, mfcc_features
     assert metrics["pnmi"] > 0.3  # tones and noise bursts are easy to tell apart
     assert (tmp_path / "k" / "cooccurrence.png").stat().st_size > 1000
     assert (tmp_path / "k" / "kmeans.json").is_file()
+    # which FAISS ran is recorded (here: whatever build the venv holds, on the CPU)
+    import faiss
+
+    assert metrics["faiss_version"] == faiss.__version__ and metrics["faiss_build"] in ("cpu", "gpu")
+    assert metrics["kmeans_device"] == ("cuda" if faiss.get_num_gpus() else "cpu")
+
+
+def test_a_bounded_fit_reads_a_seeded_sample_not_the_whole_folder(phone_shards, mfcc_features, tmp_path, monkeypatch):
+    from progre.features.store import FeatureStore
+
+    store = FeatureStore(mfcc_features)
+    everything = store.stacked()
+    sample = store.sample_frames(300, seed=5)
+    assert sample.shape == (300, 39) and sample.dtype == np.float32
+    np.testing.assert_array_equal(sample, store.sample_frames(300, seed=5))
+    chosen = np.sort(np.random.default_rng(5).choice(len(everything), size=300, replace=False))
+    np.testing.assert_array_equal(sample, everything[chosen])  # distinct stored frames, in storage order
+    assert not np.array_equal(sample, store.sample_frames(300, seed=6))
+
+    def no_full_load(self, dtype="float32"):
+        raise AssertionError("the whole folder was loaded")
+
+    monkeypatch.setattr(FeatureStore, "stacked", no_full_load)
+    metrics = cluster_stage.run(ClusterParams(n_clusters=4, niter=5, max_points_per_centroid=50), mfcc_features,
+                                phone_shards, tmp_path / "k")
+    assert metrics["fit_frames"] == 200 < store.total_frames()
+    assert len(read_labels(tmp_path / "k").labels) == len(Shards(phone_shards))
+
+
+def test_faiss_installation_names_the_build_and_warns_about_two_builds(monkeypatch):
+    from progre.cluster import kmeans
+
+    info = kmeans.faiss_installation()
+    assert info["build"] == ("gpu" if hasattr(kmeans.faiss, "StandardGpuResources") else "cpu")
+    assert info["packages"] and info["gpus"] >= 0
+    monkeypatch.setattr(kmeans.metadata, "version", lambda name: "1.15.1")  # every build "installed"
+    warnings = []
+    monkeypatch.setattr(kmeans.logger, "warning", lambda message, *args: warnings.append(message % args))
+    assert len(kmeans.faiss_installation()["packages"]) == len(kmeans.FAISS_PACKAGES)
+    assert len(warnings) == 1 and "share one `faiss` module" in warnings[0]
+    monkeypatch.setattr(kmeans, "faiss", None)
+    with pytest.raises(UserError, match="FAISS is not installed: pip install -e '.\\[cpu\\]'"):
+        kmeans.faiss_gpus()
 
 
 def test_same_seed_same_labels_other_seed_may_differ(phone_shards, mfcc_features, tmp_path):
@@ -125,6 +168,28 @@ def test_iteration_two_labels_from_layer_features_are_50_hz(phone_shards, phone_
     assert labels.label_rate == 50 and labels.meta["layer"] == 3
     for key, n in lengths.items():
         assert len(labels.labels[key]) == num_frames(n)  # unsampled ones too, computed with the same pitch
+
+
+def test_bf16_layer_features_are_close_to_fp32_and_the_folder_records_the_precision(phone_shards, tiny_checkpoints):
+    import torch
+
+    from progre.features.computers import LayerComputer, computer_from_meta
+
+    from .conftest import BF16_LAYER_RTOL
+
+    utts = sorted(Shards(phone_shards).stream("train"), key=lambda u: u.key)[:4]
+    cpu = torch.device("cpu")
+    fp32 = LayerComputer(tiny_checkpoints / "progre", 3, cpu)
+    bf16 = LayerComputer(tiny_checkpoints / "progre", 3, cpu, precision="bf16")
+    assert fp32.describe()["precision"] == "fp32" and bf16.describe()["precision"] == "bf16"
+    assert LayerComputer(tiny_checkpoints / "hubert", 3, cpu, precision="auto").describe()["precision"] == "fp32"
+    for a, b in zip(fp32(utts), bf16(utts)):
+        assert a.dtype == b.dtype == np.float32 and a.shape == b.shape
+        assert 0 < np.linalg.norm(b - a) / np.linalg.norm(a) <= BF16_LAYER_RTOL
+    # unsampled utterances are labelled in the folder's precision
+    assert computer_from_meta(bf16.describe(), cpu).extractor.precision == "bf16"
+    assert computer_from_meta({k: v for k, v in fp32.describe().items() if k != "precision"},
+                              cpu).extractor.precision == "fp32"  # folders written before precision existed
 
 
 def test_long_audio_in_chunks_keeps_the_frame_grid(phone_shards, tiny_checkpoints):

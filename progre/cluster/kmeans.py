@@ -1,27 +1,69 @@
-"""FAISS k-means: fit on sampled features, assign labels, save the model with its provenance."""
+"""FAISS k-means: fit on sampled features, assign labels, save the model with its provenance.
+
+FAISS is installed as one of two builds, faiss-cpu (``pip install -e '.[cpu]'``, `make venv`) or
+faiss-gpu (``.[gpu]``, `make venv-gpu`); both provide the module ``faiss``, so a venv holds one.
+`faiss_installation` says which one this process uses.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
 
 from ..errors import UserError
 from ..io import atomic_path, read_json, write_json
+from ..log import logger
+
+try:
+    import faiss
+except ImportError:  # neither build installed: every use says how to install one
+    faiss = None
+
+FAISS_PACKAGES = ("faiss-cpu", "faiss-gpu", "faiss-gpu-cu12", "faiss-gpu-cu11")
+INSTALL_HINT = "pip install -e '.[cpu]' (or '.[gpu]' for FAISS on GPU; `make venv` / `make venv-gpu`)"
+
+
+def _faiss():
+    if faiss is None:
+        raise UserError(f"FAISS is not installed: {INSTALL_HINT}")
+    return faiss
 
 
 def faiss_gpus() -> int:
-    """Number of GPUs FAISS can use (0 with faiss-cpu)."""
-    return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+    """Number of GPUs FAISS can use (0 with faiss-cpu, or with faiss-gpu on a machine without a GPU)."""
+    module = _faiss()
+    return module.get_num_gpus() if hasattr(module, "get_num_gpus") else 0
+
+
+def faiss_installation() -> dict[str, Any]:
+    """Which FAISS this process uses: its version, its build ("gpu" when it has the GPU classes, as
+    faiss-gpu does, else "cpu"), the GPUs it sees and the pip packages that provide a ``faiss`` module.
+    Warns when more than one such package is installed (they overwrite each other's files)."""
+    module = _faiss()
+    packages = []
+    for name in FAISS_PACKAGES:
+        try:
+            packages.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            pass
+    if len(packages) > 1:
+        logger.warning("%s are all installed and share one `faiss` module, so which build runs depends on the "
+                       "install order: keep one (`make venv-gpu`, or pip uninstall them all and %s)",
+                       " and ".join(packages), INSTALL_HINT)
+    return {"version": getattr(module, "__version__", "unknown"),
+            "build": "gpu" if hasattr(module, "StandardGpuResources") else "cpu",
+            "gpus": faiss_gpus(), "packages": packages}
 
 
 def use_gpu(device: str) -> bool:
     gpus = faiss_gpus()
     if device == "cuda" and gpus == 0:
-        raise UserError("cluster.device=cuda but FAISS sees no GPU (install faiss-gpu: pip install -e .[gpu])")
+        raise UserError("cluster.device=cuda but FAISS sees no GPU (FAISS for GPU: pip install -e '.[gpu]', "
+                        "or `make venv-gpu`, on a machine with a CUDA GPU)")
     return device == "cuda" or (device == "auto" and gpus > 0)
 
 
@@ -35,6 +77,7 @@ class KMeansModel:
 
     def __post_init__(self) -> None:
         self.centroids = np.ascontiguousarray(self.centroids, dtype=np.float32)
+        faiss = _faiss()
         index = faiss.IndexFlatL2(self.centroids.shape[1])
         if self.gpu:
             index = faiss.index_cpu_to_all_gpus(index)
@@ -75,6 +118,7 @@ def fit_kmeans(x: np.ndarray, n_clusters: int, *, niter: int, nredo: int, init: 
     FAISS subsamples to `max_points_per_centroid` x k points (its default 256); with None every
     point is used, so no silent subsampling happens.
     """
+    faiss = _faiss()
     x = np.ascontiguousarray(x, dtype=np.float32)
     if not np.isfinite(x).all():
         raise UserError("the k-means features contain NaN or inf")
@@ -88,6 +132,6 @@ def fit_kmeans(x: np.ndarray, n_clusters: int, *, niter: int, nredo: int, init: 
                           max_points_per_centroid=mppc, min_points_per_centroid=1, init_method=init_method,
                           gpu=gpu)
     kmeans.train(x)
-    model = KMeansModel(kmeans.centroids)
+    model = KMeansModel(kmeans.centroids, gpu=gpu)  # the objective on the device that fitted
     _, distances = model.assign(x)
     return model.centroids, float(distances.mean())

@@ -23,7 +23,7 @@ from ..features.computers import FeatureComputer, batches_by_seconds, computer_f
 from ..features.store import FeatureStore
 from ..frames import num_frames
 from ..log import logger, progress_bar
-from .kmeans import KMeansModel, fit_kmeans, use_gpu
+from .kmeans import KMeansModel, faiss_installation, fit_kmeans, use_gpu
 from .labels import LabelWriter
 from .metrics import JointCounts, cluster_usage, frame_phones, plot_cooccurrence, purity_and_pnmi
 
@@ -53,26 +53,48 @@ def fit_and_label(store: FeatureStore, shards: Shards, settings: ClusterSettings
         raise UserError(f"the features in {store.folder} were computed on another corpus than {shards.folder} "
                         f"(fingerprint {store.meta.get('corpus')} vs {shards.fingerprint}); recompute them")
     gpu = use_gpu(settings.device)
+    installed = faiss_installation()
+    used = {"faiss_version": installed["version"], "faiss_build": installed["build"],
+            "kmeans_device": "cuda" if gpu else "cpu"}
     start = time.perf_counter()
-    logger.info("fitting k-means: k=%d on %d frames of %d-d %s features", settings.n_clusters, store.total_frames(),
-                store.dim, store.kind)
-    centroids, fit_objective = fit_kmeans(store.stacked(), settings.n_clusters, niter=settings.niter,
-                                          nredo=settings.nredo, init=settings.init, seed=settings.seed,
+    logger.info("fitting k-means on %s: k=%d on %d frames of %d-d %s features (FAISS %s, %s build, %d GPU%s "
+                "visible)", "GPU" if gpu else "CPU", settings.n_clusters, store.total_frames(), store.dim, store.kind,
+                installed["version"], installed["build"], installed["gpus"], "" if installed["gpus"] == 1 else "s")
+    sample = fit_sample(store, settings)
+    fit_frames = len(sample)
+    centroids, fit_objective = fit_kmeans(sample, settings.n_clusters, niter=settings.niter, nredo=settings.nredo,
+                                          init=settings.init, seed=settings.seed,
                                           max_points_per_centroid=settings.max_points_per_centroid, gpu=gpu)
+    del sample
     fit_seconds = time.perf_counter() - start
     provenance = {key: store.meta.get(key) for key in ("kind", "layer", "state", "checkpoint", "frame_rate")}
     model = KMeansModel(centroids, provenance | {
-        "corpus": shards.fingerprint, "fit_frames": store.total_frames(), "fit_objective_per_frame": fit_objective,
+        "corpus": shards.fingerprint, "fit_frames": fit_frames, "fit_objective_per_frame": fit_objective,
         "niter": settings.niter, "nredo": settings.nredo, "init": settings.init, "seed": settings.seed}, gpu)
     label_meta = {"label_rate": int(store.meta["frame_rate"]), "n_clusters": settings.n_clusters,
                   "corpus": shards.fingerprint, "kind": store.kind, "layer": store.meta.get("layer"),
                   "checkpoint": store.meta.get("checkpoint")}
-    computer = computer_from_meta(store.meta, resolve_device("cuda" if gpu else "cpu"))
+    # features of unsampled utterances on CUDA whenever torch sees it, whichever FAISS build runs k-means
+    computer = computer_from_meta(store.meta, resolve_device(settings.device))
     model.save(folder)
     metrics = label_corpus(model, store, computer, shards, folder, label_meta, settings)
-    return metrics | {"fit_objective_per_frame": fit_objective, "fit_frames": store.total_frames(),
-                      "fit_seconds": fit_seconds, "n_clusters": settings.n_clusters,
-                      "label_rate": label_meta["label_rate"]}
+    return metrics | {"fit_objective_per_frame": fit_objective, "fit_frames": fit_frames, "fit_seconds": fit_seconds, "n_clusters": settings.n_clusters,
+                      "label_rate": label_meta["label_rate"]} | used
+
+
+def fit_sample(store: FeatureStore, settings: ClusterSettings) -> np.ndarray:
+    """The float32 frames k-means is fitted on: every stored one, or with `max_points_per_centroid` set
+    a seeded uniform sample of that many per centroid, read from the memory-mapped folder: memory then
+    stays bounded by the sample (500 x 1000 x 768-d: 1.5 GB) whatever the corpus size, where FAISS
+    would subsample only after the whole folder had been loaded as float32."""
+    total = store.total_frames()
+    per_centroid = settings.max_points_per_centroid
+    limit = total if per_centroid is None else per_centroid * settings.n_clusters
+    if limit < total:
+        logger.info("k-means on a sample of %d of the %d stored frames (max_points_per_centroid %d)", limit, total,
+                    settings.max_points_per_centroid)
+        return store.sample_frames(limit, settings.seed)
+    return store.stacked()
 
 
 def label_corpus(model: KMeansModel, store: FeatureStore, computer: FeatureComputer, shards: Shards, folder: Path,

@@ -93,14 +93,15 @@ class LayerComputer:
     kind = "layer"
 
     def __init__(self, checkpoint: Path, layer: int, device: torch.device, chunk_seconds: float = 30.0,
-                 pitch: Path | None = None):
+                 pitch: Path | None = None, precision: str = "fp32"):
         self.checkpoint = Path(checkpoint)
         encoder = load_frozen_encoder(self.checkpoint, device)
         # a ProgRE model reads pitch contours: from the pitch stage's folder, else computed per chunk
         self.pitch_folder = Path(pitch) if pitch is not None and encoder.config.pitch_branch else None
         store = open_pitch_store(self.pitch_folder) if self.pitch_folder is not None else None
         self.layer = layer
-        self.extractor = HiddenStateExtractor(encoder, device, store, chunk_seconds, [layer_state(encoder, layer)])
+        self.extractor = HiddenStateExtractor(encoder, device, store, chunk_seconds, [layer_state(encoder, layer)],
+                                              precision)
         self.state_name = self.extractor.state_names[0]
         self.dim = self.extractor.dim
         self.frame_rate = self.extractor.frame_rate
@@ -112,7 +113,8 @@ class LayerComputer:
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "dim": self.dim, "frame_rate": self.frame_rate, "layer": self.layer,
                 "state": self.state_name, "checkpoint": str(self.checkpoint), "chunk_seconds": self.chunk_seconds,
-                "pitch": None if self.pitch_folder is None else str(self.pitch_folder)}
+                "pitch": None if self.pitch_folder is None else str(self.pitch_folder),
+                "precision": self.extractor.precision}
 
 
 def computer_from_meta(meta: dict[str, Any], device: torch.device) -> FeatureComputer:
@@ -124,8 +126,9 @@ def computer_from_meta(meta: dict[str, Any], device: torch.device) -> FeatureCom
         checkpoint = Path(meta["checkpoint"])
         if not checkpoint.exists():
             raise UserError(f"the features were computed with checkpoint {checkpoint}, which no longer exists")
+        # in the folder's precision (a bf16 folder is labelled in bf16 on the CPU too)
         return LayerComputer(checkpoint, int(meta["layer"]), device, float(meta.get("chunk_seconds", 30.0)),
-                             meta.get("pitch"))
+                             meta.get("pitch"), meta.get("precision", "fp32"))
     raise UserError(f"cannot cluster features of kind {meta['kind']!r} (use mfcc or layer features)")
 
 

@@ -42,6 +42,7 @@ class FeatureSettings:
     chunk_seconds: float = 30.0
     layer: int = 6
     hidden_dtype: str = "float16"
+    precision: str = "auto"
     workers: int = 2
 
 
@@ -84,7 +85,8 @@ def extract_features(kind: str, shards: Shards, folder: Path, settings: FeatureS
     else:
         keys = select_sample(shards, settings.sample_fraction, settings.sample_split, settings.seed)
         computer = MfccComputer(device) if kind == "mfcc" else \
-            LayerComputer(checkpoint, settings.layer, device, settings.chunk_seconds, pitch)  # type: ignore[arg-type]
+            LayerComputer(checkpoint, settings.layer, device, settings.chunk_seconds, pitch,  # type: ignore[arg-type]
+                          settings.precision)
         dtype = settings.hidden_dtype if kind == "layer" else "float32"
         stats = _write_computed(computer, shards, keys, folder, dtype, settings.batch_seconds, rank, world_size)
         meta = computer.describe() | {"dtype": dtype, "sample_fraction": settings.sample_fraction,

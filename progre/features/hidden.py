@@ -25,16 +25,30 @@ from .mfcc import pad_batch
 from .store import FeatureStore, read_pitch
 
 
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """"auto" is bf16 autocast on CUDA and fp32 elsewhere."""
+    if precision not in PRECISIONS:
+        raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision
+
+
 class HiddenStateExtractor:
     """Utterances -> per-utterance (T, S, D) float32 hidden states of `encoder` (the states `states`
-    of `encoder.extract`'s, by index; all when None)."""
+    of `encoder.extract`'s, by index; all when None). With precision "bf16" the encoder runs under
+    bf16 autocast (the model's own float32 islands stay float32); the states are returned in float32."""
 
     frame_rate = MODEL_RATE
 
     def __init__(self, encoder, device: torch.device, pitch: Optional[FeatureStore] = None,
-                 chunk_seconds: float = 30.0, states: Optional[list[int]] = None):
+                 chunk_seconds: float = 30.0, states: Optional[list[int]] = None, precision: str = "fp32"):
         self.encoder = encoder.to(device).eval()
         self.device = device
+        self.precision = resolve_precision(precision, device)
         self.pitch = pitch if encoder.config.pitch_branch else None
         names = encoder.hidden_state_names()
         self.states = list(range(len(names))) if states is None else list(states)
@@ -59,7 +73,8 @@ class HiddenStateExtractor:
                     contours.append(contour[first:first + num_frames(len(chunk))])
         wavs, lengths = pad_batch([c for _, c in pieces], self.device)
         pitch = pad_batch(contours, self.device)[0] if contours else None
-        states, frame_lengths = self.encoder.extract(wavs, pitch=pitch, lengths=lengths)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            states, frame_lengths = self.encoder.extract(wavs, pitch=pitch, lengths=lengths)
         stacked = torch.stack([states[i] for i in self.states], dim=2).float().cpu().numpy()  # (B, T, S, D)
         out: list[list[np.ndarray]] = [[] for _ in utts]
         for row, ((i, _), n) in enumerate(zip(pieces, frame_lengths.tolist())):

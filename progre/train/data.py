@@ -241,11 +241,12 @@ class MicroBatches(torch.utils.data.IterableDataset):
             j += workers
 
 
-def loader(data: PretrainData, start: int, rank: int, world_size: int, num_workers: int):
-    """An endless DataLoader of collated micro-batches for this rank."""
+def loader(data: PretrainData, start: int, rank: int, world_size: int, num_workers: int, pin_memory: bool = False):
+    """An endless DataLoader of collated micro-batches for this rank (in page-locked memory with
+    `pin_memory`, for asynchronous copies to a GPU)."""
     return torch.utils.data.DataLoader(MicroBatches(data, start, rank, world_size), batch_size=None,
                                        num_workers=num_workers, persistent_workers=False,
-                                       prefetch_factor=4 if num_workers else None)
+                                       prefetch_factor=4 if num_workers else None, pin_memory=pin_memory)
 
 
 def audio_seconds(batch: dict[str, Any]) -> float:
