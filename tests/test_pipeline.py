@@ -30,7 +30,8 @@ TINY = {
                  "log_every": 2, "valid_every": 4, "valid_batches": 2, "checkpoint_every": 4, "num_workers": 0},
     "pretrain_iter1": {"max_steps": 4},
     "pretrain_iter2": {"max_steps": 4},
-    "evaluate": {"max_epochs": 3, "patience": 2},
+    "speakers": {"n_speakers": 4},
+    "evaluate": {"max_epochs": 3, "patience": 2, "head_seeds": 2},
 }
 
 
@@ -69,9 +70,9 @@ def workspace(tmp_path_factory) -> Path:
 def test_repro_produces_every_output_then_does_nothing_then_reruns_only_evaluation(workspace):
     first = run(["dvc", "repro"], workspace)
     stages = yaml.safe_load((workspace / "dvc.yaml").read_text())
-    expected_stages = {"synth", "shard", "pitch", "mfcc", "labels_iter1", "pretrain_iter1", "layer_iter1",
-                       "labels_iter2", "pretrain_iter2@progre", "pretrain_iter2@hubert", "evaluate@mfcc",
-                       "evaluate@random", "evaluate@hubert", "evaluate@progre", "report"}
+    expected_stages = {"synth", "shard", "pitch", "mfcc", "labels_iter1", "pseudo_speakers", "pretrain_iter1",
+                       "layer_iter1", "labels_iter2", "pretrain_iter2@progre", "pretrain_iter2@hubert",
+                       "evaluate@mfcc", "evaluate@random", "evaluate@hubert", "evaluate@progre", "report"}
     assert ran_stages(first) == expected_stages
 
     listed = run(["dvc", "stage", "list", "--name-only"], workspace).split()
