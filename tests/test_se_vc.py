@@ -42,7 +42,9 @@ def test_the_oracle_mask_restores_the_clean_speech_near_the_ceiling():
     assert mask.shape == (len(clean) // 320 + 1, BINS) and 0 <= float(mask.min()) and float(mask.max()) <= 1
     restored = istft(stft(noisy) * mask, len(clean))
     assert si_sdr(clean, restored) > si_sdr(clean, noisy) + 10
-    assert pesq_wb(clean, restored) > 3.5 > pesq_wb(clean, noisy)
+    # PESQ of a synthetic vowel is not monotonic in the SNR (2.97 restored at 5 dB, 4.01 at 0 dB); the gain
+    # over the noisy input (~1.05 at either SNR) is what holds
+    assert pesq_wb(clean, restored) > pesq_wb(clean, noisy) + 1.5
     np.testing.assert_allclose(istft(stft(clean), len(clean)), clean, atol=1e-5)  # the STFT itself is lossless
 
 

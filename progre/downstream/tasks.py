@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -259,9 +259,8 @@ class PhoneRecognition(CtcTask):
                          f"text (voices: {used})")
         if sum(len(v) for v in missing.values()):
             notes.append(f"PR: {_count_by_split(missing)} without phones or text skipped")
-        inventory = sorted({p for seq in phones["train"].values() for p in seq})
-        ids = {p: i + 1 for i, p in enumerate(inventory)}
-        unseen = Counter(p for s in ("valid", "test") for seq in phones[s].values() for p in seq if p not in ids)
+        inventory, ids, unseen = token_vocabulary(phones["train"].values(),
+                                                  [seq for s in ("valid", "test") for seq in phones[s].values()])
         if unseen:
             notes.append(f"PR: {sum(unseen.values())} valid/test phone tokens of {len(unseen)} phones absent from "
                          f"train ({', '.join(sorted(unseen)[:10])}) count as errors")
@@ -311,9 +310,8 @@ class SpeechRecognition(CtcTask):
             notes.append(f"ASR: CER only, no WER: the training transcripts hold text in "
                          f"{', '.join(unspaced_scripts_in(texts['train'].values()))}, written without spaces "
                          f"between words")
-        vocabulary = sorted({c for t in texts["train"].values() for c in t})
-        ids = {c: i + 1 for i, c in enumerate(vocabulary)}
-        unseen = Counter(c for s in ("valid", "test") for t in texts[s].values() for c in t if c not in ids)
+        vocabulary, ids, unseen = token_vocabulary(texts["train"].values(),
+                                                   [t for s in ("valid", "test") for t in texts[s].values()])
         if unseen:
             notes.append(f"ASR: {sum(unseen.values())} valid/test characters of {len(unseen)} kinds absent from "
                          f"train ({' '.join(sorted(unseen)[:20])}) count as errors")
@@ -338,6 +336,15 @@ class SpeechRecognition(CtcTask):
     def score(self, references: list[Any], predictions: list[Any]) -> dict[str, float]:
         cer = {"cer": char_error_rate(references, predictions)}
         return {"wer": word_error_rate(references, predictions), **cer} if self.words else cer
+
+
+def token_vocabulary(train: Iterable[Sequence[str]], others: Iterable[Sequence[str]]
+                     ) -> tuple[list[str], dict[str, int], Counter]:
+    """A CTC vocabulary: the tokens of the training sequences (sorted), their ids (from 1; 0 is the
+    blank), and how often each token of `others` (valid and test) outside it occurs."""
+    vocabulary = sorted({t for seq in train for t in seq})
+    ids = {t: i + 1 for i, t in enumerate(vocabulary)}
+    return vocabulary, ids, Counter(t for seq in others for t in seq if t not in ids)
 
 
 def make_task(name: str, phonemize: Callable[[str, str], list[str]],
