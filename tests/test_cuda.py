@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 import torch
 
-from progre.config import ClusterParams, EvaluateParams, FeaturesParams, PretrainParams
+from progre.config import ClusterParams, EvaluateParams, FeaturesParams
 from progre.data.shards import Shards
 
 from .conftest import BF16_LAYER_RTOL
