@@ -46,19 +46,24 @@ EXAMPLES = 2
 
 
 def stft(wav: np.ndarray) -> Tensor:
-    """(F, 257) complex STFT, F = N // 320 + 1 frames (centred, Hann window of 512)."""
+    """(F, 257) complex STFT, F = ceil(N / 320) + 1 frames (centred, Hann window of 512). The signal is
+    zero-padded to a whole number of hops first, so that the last frame's centre lies at or beyond its
+    end and `istft` restores every sample (without it the last N mod 320 came back as zeros)."""
     x = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))
+    x = torch.nn.functional.pad(x, (0, -len(x) % HOP))
     return torch.stft(x, N_FFT, HOP, N_FFT, torch.hann_window(N_FFT), center=True, return_complex=True).T
 
 
 def istft(spectrum: Tensor, num_samples: int) -> np.ndarray:
+    """The `num_samples` samples of the signal whose `stft` is `spectrum` (F, 257)."""
+    padded = (spectrum.shape[0] - 1) * HOP
     return torch.istft(spectrum.T, N_FFT, HOP, N_FFT, torch.hann_window(N_FFT), center=True,
-                       length=num_samples).numpy()
+                       length=padded).numpy()[:num_samples]
 
 
 def model_frames_of_stft(num_samples: int) -> Tensor:
     """For each STFT frame j, the model frame whose window is nearest its centre: j - 1, clipped."""
-    frames = num_samples // HOP + 1
+    frames = -(-num_samples // HOP) + 1
     return (torch.arange(frames) - 1).clamp(0, max(num_frames(num_samples) - 1, 0))
 
 
