@@ -444,7 +444,7 @@ class EvaluateParams(Params):
                                            "compare states, not their scales (null: the protocol's; demo on, "
                                            "superb off)")
     asr_hidden: int | None = param(None, "hidden units per direction of the ASR BiLSTM (null: the protocol's; demo "
-                                         "128, superb 1024)", min=1)
+                                         "96, superb 1024)", min=1)
     asr_layers: int | None = param(None, "BiLSTM layers of the ASR head (null: the protocol's; 2)", min=1)
     phonemize_voice: str = param("en-us", "eSpeak NG voice that phonemises transcripts for PR when the corpus "
                                           "has text but no phones, for utterances without a language; an "
@@ -465,6 +465,8 @@ class EvaluateParams(Params):
                                         "converted")
     seed: int = param(1234, "random seed of head initialisation, batch order, noise mixtures and random-init "
                             "upstreams")
+    workers: int = param(2, "head fits run side by side in this many processes, one thread each (1: one after "
+                            "another in this process; on CUDA always 1); results do not depend on it", min=1)
     device: str = param("auto", "auto picks CUDA when present", choices=("auto", "cpu", "cuda"))
 
     def check(self) -> None:

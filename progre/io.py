@@ -6,15 +6,18 @@ place, so an interrupted run never leaves a file that looks complete.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 @contextmanager
@@ -33,6 +36,23 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def cached_object(path: Path, compute: Callable[[], T], save: Callable[[T], Any] = lambda x: x,
+                  load: Callable[[Any], T] = lambda x: x) -> tuple[T, bool]:
+    """(the object cached at `path`, True), or (`compute()`, False) after caching `save` of it there
+    (torch.save, atomically). A second process asking for the same path waits for the first."""
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.is_file():
+            value = compute()
+            with atomic_path(path) as tmp:
+                torch.save(save(value), tmp)
+            return value, False
+    return load(torch.load(path, weights_only=False)), True
 
 
 @contextmanager

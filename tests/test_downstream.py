@@ -361,3 +361,98 @@ def test_the_hidden_state_cache_key_covers_the_code_the_weights_and_the_pitch(tm
     save_checkpoint(tmp_path / "a", ProgREEncoder(model_config("tiny", "progre")))  # other weights
     assert key(upstream) != without_pitch
     assert key(parse_upstream(f"random:{tmp_path / 'a'}")) not in (key(upstream), without_pitch)
+
+
+# --------------------------------------------------------------------------- batching and parallel fits
+
+
+def test_length_buckets_cover_every_utterance_once_and_cut_padding():
+    from progre.downstream.data import batch_order
+
+    lengths = torch.randint(50, 250, (200,), generator=torch.Generator().manual_seed(0)).tolist()
+
+    def padded(batches):
+        return sum(max(lengths[i] for i in b) * len(b) for b in batches)
+
+    for seed in (1, 2):
+        bucketed = batch_order(200, 16, torch.Generator().manual_seed(seed), lengths)
+        shuffled = batch_order(200, 16, torch.Generator().manual_seed(seed))
+        assert sorted(i for b in bucketed for i in b) == list(range(200)) == sorted(i for b in shuffled for i in b)
+        assert all(len(b) == 16 for b in bucketed[:-1] if len(b) != 200 % 16)
+        assert padded(bucketed) < 0.8 * padded(shuffled)  # about 0.65 here
+        assert bucketed == batch_order(200, 16, torch.Generator().manual_seed(seed), lengths)
+    assert batch_order(200, 16, torch.Generator().manual_seed(1), lengths) != \
+        batch_order(200, 16, torch.Generator().manual_seed(2), lengths)
+    longest_first = batch_order(200, 16, None, lengths)
+    assert [lengths[i] for b in longest_first for i in b] == sorted(lengths, reverse=True)
+    assert batch_order(5, 2, None) == [[0, 1], [2, 3], [4]]
+
+
+def test_predictions_come_back_in_the_split_order_whatever_the_batching(tmp_path: Path):
+    """Evaluation batches utterances longest first; predictions and references are put back in order."""
+    from progre.downstream.data import Examples, FrameSplit, StateTable
+    from progre.downstream.train import DownstreamModel, predictions_of
+    from progre.downstream.upstreams import HiddenStates
+    from progre.features.store import FeatureWriter, write_meta
+
+    counts = [3, 9, 1, 7, 5]
+    writer = FeatureWriter(tmp_path, 2, "float32")
+    for i, n in enumerate(counts):
+        writer.add(f"u{i}", np.ones((n, 2), np.float32))
+    writer.close()
+    write_meta(tmp_path, {"kind": "hidden", "state_names": ["a"], "state_dim": 2, "dim": 2, "frame_rate": 50,
+                          "upstream": {"kind": "test"}, "world_size": 1})
+    table = StateTable(HiddenStates(tmp_path), [f"u{i}" for i in range(5)], lambda x: x)
+    split = FrameSplit(table, Examples([f"u{i}" for i in range(5)], [0] * 5, [f"ref{i}" for i in range(5)]))
+
+    class CountFrames:  # a task whose prediction is the number of frames the head saw
+        def predict(self, logits, lengths, vocabulary):
+            return lengths.tolist()
+
+    class Identity(nn.Module):
+        def forward(self, x, lengths):
+            return x, lengths
+
+    model = DownstreamModel(Featurizer(1, 2), Identity())
+    references, predictions = predictions_of(CountFrames(), model, split, [], 2, torch.device("cpu"))
+    assert references == [f"ref{i}" for i in range(5)] and predictions == counts
+
+
+def _seeded_fit(job):
+    """A tiny seeded regression: the same job gives the same weights in any process."""
+    seed, steps = job
+    torch.manual_seed(seed)
+    model = nn.Linear(4, 1)
+    x = torch.randn(32, 4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        model(x).square().mean().backward()
+        optimizer.step()
+    return model.weight.detach().clone(), torch.get_num_threads()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_fit_pool_runs_every_job_once_with_one_thread_including_jobs_submitted_on_the_way(workers):
+    from progre.downstream.pool import FitPool
+
+    threads = torch.get_num_threads()
+    results = {}
+    with FitPool(_seeded_fit, workers) as pool:
+        for seed in (1, 2):
+            pool.submit((seed, 3))
+        for job, result in pool.completed():
+            results[job] = result
+            if job[1] == 3:  # a finished job makes another possible (as a finished search does the other seeds)
+                pool.submit((job[0], 5))
+    assert sorted(results) == [(1, 3), (1, 5), (2, 3), (2, 5)]
+    for job, (weight, used_threads) in results.items():
+        assert torch.equal(weight, _seeded_fit(job)[0]) and used_threads == 1
+    assert torch.get_num_threads() == threads
+
+
+def test_fits_run_in_this_process_on_cuda():
+    from progre.downstream.pool import parallel_workers
+
+    assert parallel_workers(2, torch.device("cuda")) == 1
+    assert parallel_workers(3, torch.device("cpu")) == 3 and parallel_workers(0, torch.device("cpu")) == 1

@@ -90,7 +90,8 @@ def test_evaluate_writes_every_output_of_every_task(progre_eval):
     assert vc["metric"] == "mcd" and vc["test"] > 0 and 0.0 <= vc["test_metrics"]["sim"] <= 1.0
 
 
-def test_hidden_states_are_cached_and_reruns_are_deterministic(tiny, progre_eval, monkeypatch):
+def test_hidden_states_are_cached_and_reruns_are_deterministic_with_any_worker_count(tiny, progre_eval, monkeypatch):
+    import progre.downstream.conversion as conversion
     import progre.downstream.upstreams as upstreams
 
     entries = sorted(p.name for p in tiny["cache"].iterdir() if not p.name.startswith("."))
@@ -100,11 +101,13 @@ def test_hidden_states_are_cached_and_reruns_are_deterministic(tiny, progre_eval
         raise AssertionError("hidden states were recomputed instead of read from the cache")
 
     monkeypatch.setattr(upstreams, "build_extractor", no_extraction)
+    monkeypatch.setattr(conversion, "analyse", no_extraction)  # VC's WORLD analyses and reference row are cached
     out = tiny["base"] / "eval-progre-again"
-    evaluate.run(EvaluateParams(**FAST, tasks=["sid", "pr"]), upstream=str(tiny["checkpoint"]), out=out,
-                 shards=tiny["shards"], cache=tiny["cache"])
+    # the first run fitted in two worker processes, this one fits in this process
+    evaluate.run(EvaluateParams(**FAST, tasks=["sid", "pr", "asr", "vc"], workers=1), upstream=str(tiny["checkpoint"]),
+                 out=out, shards=tiny["shards"], cache=tiny["cache"])
     assert sorted(p.name for p in tiny["cache"].iterdir() if not p.name.startswith(".")) == entries
-    for task in ("sid", "pr"):
+    for task in ("sid", "pr", "asr", "vc"):
         first, again = (json.loads((folder / task / "metrics.json").read_text()) for folder in (progre_eval, out))
         assert again["test_metrics"] == first["test_metrics"] and again["valid_metrics"] == first["valid_metrics"]
         assert (json.loads((out / task / "layer_weights.json").read_text()) ==
@@ -121,7 +124,9 @@ def test_random_init_and_mfcc_upstreams_and_the_report(tiny, progre_eval):
     assert json.loads((mfcc_out / "pr" / "metrics.json").read_text())["state_names"] == ["mfcc"]
     assert json.loads((mfcc_out / "pr" / "metrics.json").read_text())["frame_rate"] == 100
     kinds = {p.name.split("-")[0] for p in tiny["cache"].iterdir() if not p.name.startswith(".")}
-    assert kinds == {"checkpoint", "mfcc", "random", "judges"}  # the VC judges are MFCC heads, cached too
+    # the VC judges are MFCC heads, cached too, and so are VC's WORLD analyses and reference row
+    assert kinds == {"checkpoint", "mfcc", "random", "judges", "vc"}
+    assert sorted(p.name.split("-")[1] for p in tiny["cache"].glob("vc-*")) == ["reference", "world"]
 
     result = report.run(ReportParams(title="Tiny"), results=[progre_eval, mfcc_out, random_out],
                         out=tiny["base"] / "reports")

@@ -17,6 +17,8 @@ upstream). The source speech resynthesised by WORLD without conversion is the re
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -29,9 +31,13 @@ from torch import Tensor, nn
 from ..data.shards import Shards
 from ..features.world import (ENVELOPE_DIM, WorldFeatures, analyse, convert_f0, log_f0_stats, synthesise,
                               world_num_frames)
+from ..fingerprint import code_fingerprint
 from ..frames import SAMPLE_RATE
+from ..io import cached_object
+from ..log import logger
 from .data import Examples
 from .heads import BiLSTMHead
+from .judges import JUDGE_CODE
 from .metrics import char_error_rate
 from .recipes import Recipe
 from .speech_metrics import mcd_of_cepstra, mel_cepstrum
@@ -87,11 +93,17 @@ class VoiceConversion(Task):
     recipe_name = "vc"
     states = "clean"
 
-    def __init__(self, shards: Shards, target: Optional[str], judges: Callable[[], Any]):
+    def __init__(self, shards: Shards, target: Optional[str], judges: Callable[[], Any], cache: Optional[Path] = None,
+                 seed: int = 0):
         """target: the target speaker (None: the first speaker, sorted, with clean training and valid utterances);
-        judges: gives the `Judges` (trained on first use)."""
-        self.shards, self.target, self.judges_of = shards, target, judges
+        judges: gives the `Judges` (trained on first use), those of `seed`; cache: a folder where the
+        WORLD analyses and the reference row, the same for every upstream, are kept (None: computed
+        every time)."""
+        self.shards, self.target, self.judges_of, self.cache, self.seed = shards, target, judges, cache, seed
         self.stats: Optional[tuple[Tensor, Tensor]] = None
+
+    def before_fitting(self) -> None:
+        self.judges_of()  # trained (or read from the cache) once, not in every worker that scores a fit
 
     def _wav(self, row: dict[str, Any]) -> np.ndarray:
         return self.shards.read_audio(row["shard"], row["flac_offset"], row["flac_bytes"])
@@ -110,13 +122,17 @@ class VoiceConversion(Task):
         if len(speakers) < 2:
             raise TaskSkipped(f"voice conversion needs speakers besides the target: the corpus has one ({target})")
         self.target = target
-        analysed = {s: [(r, analyse(self._wav(r))) for r in clean[s] if r["speaker"] == target] for s in ("train", "valid")}
+        others = sorted({r["speaker"] for r in clean["test"]} - {target})
+        world = self._analyses([r for s in ("train", "valid") for r in clean[s] if r["speaker"] == target] +
+                               [r for r in rows["train"] if r.get("speaker") in others] +
+                               [r for r in clean["test"] if r["speaker"] != target])
+        analysed = {s: [(r, world[r["key"]]) for r in clean[s] if r["speaker"] == target] for s in ("train", "valid")}
         frames = np.concatenate([_vector(f) for _, f in analysed["train"]])
         self.stats = (torch.from_numpy(frames.mean(0)).float(), torch.from_numpy(frames.std(0) + 1e-5).float())
         self.target_f0 = log_f0_stats([f.f0 for _, f in analysed["train"]])
         splits = {s: Examples([r["key"] for r, _ in analysed[s]], [self._target(f) for _, f in analysed[s]],
                               [self._target(f) for _, f in analysed[s]]) for s in ("train", "valid")}
-        splits["test"], test_notes = self._sources(rows, clean, target)
+        splits["test"], test_notes = self._sources(rows, clean, target, world)
         notes += test_notes
         notes.append(f"VC: target speaker {target}, {len(splits['train'])} training and {len(splits['valid'])} "
                      f"valid utterances; {len(splits['test'])} test utterances of {len(speakers) - 1} other speakers "
@@ -127,12 +143,28 @@ class VoiceConversion(Task):
         mean, std = self.stats  # type: ignore[misc]
         return (torch.from_numpy(_vector(features)).float() - mean) / std
 
-    def _sources(self, rows, clean, target: str) -> tuple[Examples, list[str]]:
+    def _analyses(self, rows: list[dict[str, Any]]) -> dict[str, WorldFeatures]:
+        """key -> WORLD analysis of the utterances of `rows` (cached per corpus and WORLD code: every
+        upstream's VC reads the same ones)."""
+        def compute() -> dict[str, WorldFeatures]:
+            return {r["key"]: analyse(self._wav(r)) for r in rows}
+
+        path = self._cache_path("world", ["progre.features.world"], sorted(r["key"] for r in rows))
+        return compute() if path is None else cached_object(path, compute)[0]
+
+    def _cache_path(self, kind: str, code: list[str], extra: Any) -> Optional[Path]:
+        if self.cache is None:
+            return None
+        key = hashlib.sha256(json.dumps({"corpus": self.shards.fingerprint, "code": code_fingerprint(code),
+                                         "extra": extra}, sort_keys=True).encode()).hexdigest()[:16]
+        return Path(self.cache) / f"vc-{kind}-{key}.pt"
+
+    def _sources(self, rows, clean, target: str, world: dict[str, WorldFeatures]) -> tuple[Examples, list[str]]:
         # the target's rendering of each test text (with its synthesis noise, if it has some: the one there is)
         references = {normalize_transcript(r.get("text") or ""): r for r in rows["test"] if r.get("speaker") == target}
         f0_stats = {}
         for speaker in sorted({r["speaker"] for r in clean["test"]} - {target}):
-            f0s = [analyse(self._wav(r)).f0 for r in rows["train"] if r.get("speaker") == speaker]
+            f0s = [world[r["key"]].f0 for r in rows["train"] if r.get("speaker") == speaker]
             if f0s:
                 f0_stats[speaker] = log_f0_stats(f0s)
         sources = []
@@ -142,8 +174,7 @@ class VoiceConversion(Task):
             wav = self._wav(r)
             text = normalize_transcript(r.get("text") or "")
             match = references.get(text) if text else None
-            features = analyse(wav)
-            f0 = convert_f0(features.f0, f0_stats[r["speaker"]], self.target_f0)
+            f0 = convert_f0(world[r["key"]].f0, f0_stats[r["speaker"]], self.target_f0)
             sources.append(Source(r["key"], r["speaker"], text, wav, f0, None if match is None else self._wav(match)))
         notes = []
         unmatched = sum(s.reference is None for s in sources)
@@ -185,8 +216,20 @@ class VoiceConversion(Task):
         return self._judge(references, [self.convert(s, p) for s, p in zip(references, predictions)])
 
     def reference_scores(self, examples: Examples) -> dict[str, float]:
-        """The source speech through WORLD analysis and synthesis, not converted."""
-        return self._judge(examples.references, [synthesise(analyse(s.wav), len(s.wav)) for s in examples.references])
+        """The source speech through WORLD analysis and synthesis, not converted (the same for every
+        upstream: cached with the judges' seed)."""
+        def compute() -> dict[str, float]:
+            return self._judge(examples.references,
+                               [synthesise(analyse(s.wav), len(s.wav)) for s in examples.references])
+        path = self._cache_path("reference", [*JUDGE_CODE, "progre.features.world", "progre.downstream.conversion",
+                                              "progre.downstream.speech_metrics"],
+                                {"target": self.target, "seed": self.seed, "sources": examples.keys})
+        if path is None:
+            return compute()
+        scores, cached = cached_object(path, compute)
+        if cached:
+            logger.info("VC reference row (WORLD resynthesis of the sources): cached in %s", path)
+        return scores
 
     def _judge(self, sources: list[Source], wavs: list[np.ndarray]) -> dict[str, float]:
         judges = self.judges_of()

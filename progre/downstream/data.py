@@ -9,6 +9,8 @@ else read from the cache and normalised per request. Two views of a split's labe
   (`utterance_means`, computed once), for the utterance tasks (SID, ER).
 
 Both yield `HeadBatch`es whose `targets` and `references` are the task's own (class ids, token lists).
+Frame batches group utterances of similar length (`batch_order`): with random batches of 16 demo
+utterances 42% of the frames a BiLSTM head ran over were padding, with length buckets 11%.
 Conversions from the cache's float16 go through numpy: torch's own half-to-float copy on the CPU
 was 10x slower (0.57 us per value), and it dominated head training.
 """
@@ -52,12 +54,35 @@ class HeadBatch:
     lengths: Optional[Tensor]
     targets: list[Any]
     references: list[Any]
+    indices: list[int]
+    """The utterances' positions in their split."""
 
 
-def batch_order(count: int, batch_size: int, generator: Optional[torch.Generator]) -> list[list[int]]:
-    """Index lists of consecutive batches: a permutation from `generator`, or the natural order when None."""
-    order = torch.randperm(count, generator=generator).tolist() if generator is not None else list(range(count))
-    return [order[i:i + batch_size] for i in range(0, count, batch_size)]
+BUCKET_BATCHES = 8
+"""Shuffled training batches are cut from buckets of this many batches' worth of utterances sorted by length."""
+
+
+def batch_order(count: int, batch_size: int, generator: Optional[torch.Generator],
+                lengths: Optional[Sequence[int]] = None) -> list[list[int]]:
+    """Index lists of consecutive batches.
+
+    Without `generator`: the natural order, or with `lengths` longest first (evaluation: least padding).
+    With it: a permutation; with `lengths` each run of `BUCKET_BATCHES` batches' worth of the
+    permutation is sorted by length before it is cut into batches, and the batches are shuffled, so
+    a batch holds utterances of similar length and the order still changes every pass.
+    """
+    if generator is None:
+        order = list(range(count)) if lengths is None else sorted(range(count), key=lambda i: -lengths[i])
+        return [order[i:i + batch_size] for i in range(0, count, batch_size)]
+    order = torch.randperm(count, generator=generator).tolist()
+    if lengths is None:
+        return [order[i:i + batch_size] for i in range(0, count, batch_size)]
+    bucket = batch_size * BUCKET_BATCHES
+    batches = []
+    for start in range(0, count, bucket):
+        chunk = sorted(order[start:start + bucket], key=lambda i: lengths[i])
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 
 
 class StateTable:
@@ -98,6 +123,7 @@ class FrameSplit:
 
     def __init__(self, table: StateTable, examples: Examples):
         self.table, self.examples = table, examples
+        self.lengths = [table.num_frames(k) for k in examples.keys]
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -105,14 +131,14 @@ class FrameSplit:
     def batches(self, batch_size: int, generator: Optional[torch.Generator] = None,
                 device: torch.device = torch.device("cpu")) -> Iterator[HeadBatch]:
         ex = self.examples
-        for rows in batch_order(len(ex), batch_size, generator):
+        for rows in batch_order(len(ex), batch_size, generator, self.lengths):
             arrays = [self.table[ex.keys[i]] for i in rows]
             lengths = torch.tensor([len(a) for a in arrays], dtype=torch.long)
             states = torch.zeros(len(arrays), int(lengths.max()), *arrays[0].shape[1:])
             for i, array in enumerate(arrays):  # zeros after each length
                 states[i, :len(array)] = array
             yield HeadBatch(states.to(device), lengths.to(device), [ex.targets[i] for i in rows],
-                            [ex.references[i] for i in rows])
+                            [ex.references[i] for i in rows], rows)
 
 
 class PooledSplit:
@@ -132,7 +158,7 @@ class PooledSplit:
         for rows in batch_order(len(ex), batch_size, generator):
             index = torch.tensor(rows, dtype=torch.long)
             yield HeadBatch(self.states[index].to(device).float(), None,  # type: ignore[index]
-                        [ex.targets[i] for i in rows], [ex.references[i] for i in rows])
+                            [ex.targets[i] for i in rows], [ex.references[i] for i in rows], rows)
 
 
 def state_statistics(hidden: HiddenStates, keys: Sequence[str], layer_norm: bool) -> tuple[Tensor, Tensor]:

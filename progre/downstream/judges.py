@@ -10,7 +10,6 @@ real test recordings are recorded as their calibration.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from torch import Tensor
 
 from ..data.shards import Shards, Utterance
 from ..fingerprint import code_fingerprint
-from ..io import atomic_path
+from ..io import cached_object
 from ..log import logger
 from .data import FrameSplit, PooledSplit, StateTable, state_statistics, utterance_means
 from .featurizer import Featurizer
@@ -77,17 +76,11 @@ def cached_judges(shards: Shards, cache: Path, seed: int, device: torch.device) 
     """The judges of `shards`, trained once per corpus, code and seed (and then read from the cache)."""
     key = hashlib.sha256(json.dumps({"corpus": shards.fingerprint, "code": code_fingerprint(JUDGE_CODE),
                                      "seed": seed}, sort_keys=True).encode()).hexdigest()[:16]
-    path = Path(cache) / f"judges-{key}.pt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(f".{path.name}.lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # a second evaluation waits, then reads what the first trained
-        if not path.is_file():
-            judges = train_judges(shards, cache, seed, device)
-            with atomic_path(path) as tmp:
-                torch.save(_state(judges), tmp)
-            return judges
-    logger.info("voice-conversion judges: cached in %s", path)
-    return _load(torch.load(path, weights_only=False))
+    judges, cached = cached_object(Path(cache) / f"judges-{key}.pt", lambda: train_judges(shards, cache, seed, device),
+                                   _state, _load)
+    if cached:
+        logger.info("voice-conversion judges: cached in %s", Path(cache) / f"judges-{key}.pt")
+    return judges
 
 
 def train_judges(shards: Shards, cache: Path, seed: int, device: torch.device) -> Judges:

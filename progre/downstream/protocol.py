@@ -17,7 +17,9 @@ later evaluation of the same upstream on the same corpus, reads them without rec
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -27,7 +29,7 @@ import torch
 from ..data.shards import Shards
 from ..errors import UserError
 from ..io import write_json
-from ..log import logger
+from ..log import logger, progress_bar
 from ..data.noise import ColouredNoiseSource, NoiseFolder, NoisyMixer
 from .conversion import VoiceConversion
 from .data import Examples, FrameSplit, PooledSplit, StateTable, state_statistics, utterance_means
@@ -35,8 +37,9 @@ from .enhancement import SpeechEnhancement, mixer_view, paired_view
 from .judges import Judges, cached_judges
 from .featurizer import Featurizer
 from .plots import WeightPanel, save_weight_plot
+from .pool import FitPool, parallel_workers
 from . import DEFAULT_TASKS
-from .recipes import PROTOCOLS, Protocol, with_overrides
+from .recipes import PROTOCOLS, Protocol, Recipe, with_overrides
 from .tasks import SPLITS, Prepared, Task, TaskSkipped, make_task
 from .train import DownstreamModel, FitResult, FitSettings, fit, predictions_of
 from .upstreams import AudioView, HiddenStates, Upstream, cached_hidden_states
@@ -67,6 +70,8 @@ class EvaluationSettings:
     se_noisy: Optional[str] = None
     vc_target: Optional[str] = None
     seed: int = 1234
+    workers: int = 2
+    """Head fits run side by side in this many processes (one thread each; 1: in this process)."""
 
     def resolved_protocol(self) -> Protocol:
         return with_overrides(PROTOCOLS[self.protocol], lrs=self.lr, batch_size=self.batch_size,
@@ -107,16 +112,26 @@ def evaluate_upstream(upstream: Upstream, shards: Shards, folder: Path, settings
     summary: dict[str, Any] = {"upstream": upstream.name, "upstream_spec": upstream.spec,
                                "num_states": inputs.hidden.num_states, "state_names": inputs.hidden.state_names,
                                "tasks": {}}
+    records: dict[str, dict[str, Any]] = {}
+    plans: dict[str, TaskFits] = {}
     for task in tasks:
-        reason = skipped.get(task.name)
-        if reason is None:
-            try:
-                record = _evaluate_task(task, prepared[task.name], settings, inputs, folder / task.name)
-            except TaskSkipped as exc:
-                reason = str(exc)
-                logger.warning("%s skipped: %s", task.title, exc)
-        if reason is not None:
-            record = _skipped_record(task, inputs, reason)
+        if task.name in skipped:
+            continue
+        try:
+            plans[task.name] = _task_fits(task, prepared[task.name], settings, inputs)
+        except TaskSkipped as exc:
+            skipped[task.name] = str(exc)
+            logger.warning("%s skipped: %s", task.title, exc)
+    for name, fits in _fit_all(plans, inputs, parallel_workers(settings.workers, device)):
+        try:
+            if isinstance(fits, TaskSkipped):
+                raise fits
+            records[name] = _task_record(fits, settings, inputs, folder / name)
+        except TaskSkipped as exc:
+            skipped[name] = str(exc)
+            logger.warning("%s skipped: %s", plans[name].task.title, exc)
+    for task in tasks:
+        record = records.get(task.name) or _skipped_record(task, inputs, skipped[task.name])
         write_json(folder / task.name / "metrics.json", record)
         summary["tasks"][task.name] = {k: record[k] for k in ("status", "metric", "test", "reason") if k in record}
     summary["seconds"] = time.perf_counter() - start
@@ -134,7 +149,7 @@ def _task(name: str, p: EvaluationSettings, shards: Shards, cache: Path, device:
                 judges.append(cached_judges(shards, cache, p.seed, device))
             return judges[0]
 
-        return VoiceConversion(shards, p.vc_target, judges_of)
+        return VoiceConversion(shards, p.vc_target, judges_of, cache, p.seed)
     from ..data.espeak import phonemize, voice_for_language
 
     def voice_for(language: Optional[str]) -> Optional[str]:
@@ -210,9 +225,66 @@ def _inputs(p: EvaluationSettings, up: Upstream, shards: Shards, cache: Path, pi
     return Inputs(up, hidden, protocol, tables, utterance_means(tables["clean"], pooled), device)
 
 
-def _evaluate_task(task: Task, prep: Prepared, p: EvaluationSettings, inputs: Inputs, folder: Path) -> dict[str, Any]:
-    """Fit and score one task with every head seed, write its layer weights, plot and history to
-    `folder`; returns its metrics (test: the mean over seeds, test_std their standard deviation)."""
+@dataclass
+class TaskFits:
+    """One task's data and head recipe, and its fits as they complete: the learning-rate search
+    with the first head seed, then the other seeds with the best learning rate."""
+
+    task: Task
+    prep: Prepared
+    splits: dict[str, Examples]
+    data: dict[str, Any]
+    """split -> FrameSplit or PooledSplit."""
+    table: StateTable
+    recipe: Recipe
+    seeds: list[int]
+    notes: list[str]
+    max_updates: int
+    eval_every: int
+    searched: dict[float, FitResult] = field(default_factory=dict)
+    by_seed: dict[int, FitResult] = field(default_factory=dict)
+    best_lr: Optional[float] = None
+
+    def first_jobs(self) -> list[tuple[str, float, int]]:
+        """Jobs (task, lr, seed) that can start now: with one learning rate, every seed."""
+        if len(self.recipe.lrs) == 1:
+            self.best_lr = self.recipe.lrs[0]
+            return [(self.task.name, self.best_lr, seed) for seed in self.seeds]
+        return [(self.task.name, lr, self.seeds[0]) for lr in self.recipe.lrs]
+
+    def add(self, lr: float, seed: int, result: FitResult) -> list[tuple[str, float, int]]:
+        """Record a finished fit; returns the jobs it makes possible (the other seeds, once the search ends)."""
+        if seed == self.seeds[0]:
+            self.searched[lr] = result
+        if lr == self.best_lr:
+            self.by_seed[seed] = result
+        if self.best_lr is not None or len(self.searched) < len(self.recipe.lrs):
+            return []
+        metric = self.task.selection_metric
+        best = self.recipe.lrs[0]
+        for lr in self.recipe.lrs:
+            if self.task.better(self.searched[lr].valid[metric], self.searched[best].valid[metric]):
+                best = lr
+        self.best_lr = best
+        self.by_seed[self.seeds[0]] = self.searched[best]
+        return [(self.task.name, best, seed) for seed in self.seeds[1:]]
+
+    @property
+    def done(self) -> bool:
+        return len(self.by_seed) == len(self.seeds)
+
+    @property
+    def runs(self) -> list[FitResult]:
+        return [self.by_seed[seed] for seed in self.seeds]
+
+    @property
+    def extra_runs(self) -> list[FitResult]:
+        """Every fit: the search's and the other seeds'."""
+        return [*self.searched.values(), *(self.by_seed[s] for s in self.seeds[1:])]
+
+
+def _task_fits(task: Task, prep: Prepared, p: EvaluationSettings, inputs: Inputs) -> TaskFits:
+    """The task's data for its head (TaskSkipped when no training utterance can be fitted)."""
     hidden, recipe = inputs.hidden, inputs.protocol.recipe(task.recipe_name)
     notes = list(prep.notes)
     splits = dict(prep.splits)
@@ -224,35 +296,87 @@ def _evaluate_task(task: Task, prep: Prepared, p: EvaluationSettings, inputs: In
     if not len(splits["train"]):
         raise TaskSkipped("no train utterance is long enough for its CTC target")
     if task.pooled:
-        data = {s: PooledSplit(inputs.means, ex) for s, ex in splits.items()}
+        data: dict[str, Any] = {s: PooledSplit(inputs.means, ex) for s, ex in splits.items()}
     else:
-        data = {s: FrameSplit(table, ex) for s, ex in splits.items()}  # type: ignore[misc]
-    seeds = p.head_seed_list()
+        data = {s: FrameSplit(table, ex) for s, ex in splits.items()}
     per_epoch = -(-len(splits["train"]) // recipe.batch_size)
     max_updates, eval_every = recipe.updates(per_epoch)
+    return TaskFits(task, prep, splits, data, table, recipe, p.head_seed_list(), notes, max_updates, eval_every)
 
-    def run(lr: float, seed: int) -> FitResult:
-        settings = FitSettings(lr=lr, batch_size=recipe.batch_size, max_updates=max_updates, eval_every=eval_every,
-                               patience=recipe.patience, seed=seed)
-        torch.manual_seed(seed)
-        model = DownstreamModel(Featurizer(hidden.num_states, hidden.dim),  # the table holds normalised states
-                                task.head(hidden.dim, task.num_outputs(prep.vocabulary), hidden.frame_rate, recipe))
-        return fit(task, model, data["train"], data["valid"], data["test"], prep.vocabulary, settings,
-                   inputs.device, label=f"{task.title} ({inputs.upstream.name}, lr {lr:g}, seed {seed})")
 
-    searched = {lr: run(lr, seeds[0]) for lr in recipe.lrs}  # a fresh head per learning rate, first seed
-    best_lr = recipe.lrs[0]
-    for lr, fitted in searched.items():
-        if task.better(fitted.valid[task.selection_metric], searched[best_lr].valid[task.selection_metric]):
-            best_lr = lr
-    runs = [searched[best_lr]] + [run(best_lr, seed) for seed in seeds[1:]]
+def _fit_head(fits: TaskFits, inputs: Inputs, lr: float, seed: int) -> FitResult:
+    """A fresh featurizer and head for `fits.task`, seeded with `seed`, fitted with learning rate `lr`."""
+    hidden, recipe, task = inputs.hidden, fits.recipe, fits.task
+    settings = FitSettings(lr=lr, batch_size=recipe.batch_size, max_updates=fits.max_updates,
+                           eval_every=fits.eval_every, patience=recipe.patience, seed=seed)
+    torch.manual_seed(seed)
+    model = DownstreamModel(Featurizer(hidden.num_states, hidden.dim),  # the table holds normalised states
+                            task.head(hidden.dim, task.num_outputs(fits.prep.vocabulary), hidden.frame_rate, recipe))
+    return fit(task, model, fits.data["train"], fits.data["valid"], fits.data["test"], fits.prep.vocabulary,
+               settings, inputs.device, label=f"{task.title} ({inputs.upstream.name}, lr {lr:g}, seed {seed})")
+
+
+def _fit_all(plans: dict[str, TaskFits], inputs: Inputs,
+             workers: int) -> Iterator[tuple[str, TaskFits | TaskSkipped]]:
+    """Fit every task's heads (with `workers` processes side by side); yields (task name, its fits)
+    once all are done, or (task name, why it was skipped). The BiLSTM heads' fits, the longest, are
+    queued first."""
+    def run(job: tuple[str, float, int]) -> FitResult | TaskSkipped:
+        name, lr, seed = job
+        try:
+            return _fit_head(plans[name], inputs, lr, seed)
+        except TaskSkipped as exc:
+            return exc
+
+    for plan in plans.values():
+        plan.task.before_fitting()  # what every fit would compute for itself, computed once before forking
+    order = sorted(plans.values(), key=lambda plan: -plan.recipe.layers)
+    total = sum(len(plan.recipe.lrs) + len(plan.seeds) - 1 for plan in plans.values())
+    with FitPool(run, workers) as pool, _fits_bar(workers > 1, total, inputs.upstream.name) as advance:
+        for plan in order:
+            for job in plan.first_jobs():
+                pool.submit(job)
+        skipped: set[str] = set()
+        for (name, lr, seed), result in pool.completed():
+            advance()
+            if name in skipped:
+                continue
+            if isinstance(result, TaskSkipped):
+                skipped.add(name)
+                yield name, result
+                continue
+            plan = plans[name]
+            for job in plan.add(lr, seed, result):
+                pool.submit(job)
+            if plan.done:
+                yield name, plan
+
+
+@contextmanager
+def _fits_bar(show: bool, total: int, upstream: str) -> Iterator[Callable[[], None]]:
+    """One progress bar over all fits when they run in workers (each fit shows its own otherwise)."""
+    if not show:
+        yield lambda: None
+        return
+    with progress_bar() as progress:
+        bar = progress.add_task(f"head fits of {upstream}", total=total)
+        yield lambda: progress.advance(bar)
+
+
+def _task_record(fits: TaskFits, p: EvaluationSettings, inputs: Inputs, folder: Path) -> dict[str, Any]:
+    """Write one task's layer weights, plot, history and audio examples to `folder`; returns its metrics
+    (test: the mean over head seeds, test_std their standard deviation)."""
+    task, hidden, recipe, runs, seeds = fits.task, inputs.hidden, fits.recipe, fits.runs, fits.seeds
+    best_lr = fits.best_lr
+    assert best_lr is not None
+    splits = fits.splits
     extra: dict[str, Any] = {}
     if hasattr(task, "write_examples"):  # tasks that make audio: a few examples of the first seed's head
         def predict(keys: list[str]) -> list[Any]:
             wanted = set(keys)
             chosen = Examples(*map(list, zip(*[(k, t, r) for k, t, r in zip(
                 splits["test"].keys, splits["test"].targets, splits["test"].references) if k in wanted])))
-            return predictions_of(task, runs[0].model, FrameSplit(table, chosen), prep.vocabulary,
+            return predictions_of(task, runs[0].model, FrameSplit(fits.table, chosen), fits.prep.vocabulary,
                                   recipe.batch_size, inputs.device)[1]
 
         extra["examples"] = task.write_examples(predict, splits["test"], folder / "examples")
@@ -264,9 +388,10 @@ def _evaluate_task(task: Task, prep: Prepared, p: EvaluationSettings, inputs: In
     test = _mean_and_std([r.test for r in runs])
     valid = _mean_and_std([r.valid for r in runs])
     selected = valid[0].get(task.metric, valid[0][task.selection_metric])  # SE and VC select on another metric
-    logger.info("%s (%s): test %s %.4f +- %.4f over %d head seeds, valid %.4f, lr %g, %.0f s", task.title,
-                inputs.upstream.name, task.metric, test[0][task.metric], test[1][task.metric], len(runs),
-                selected, best_lr, sum(r.seconds for r in [*searched.values(), *runs[1:]]))
+    seconds = sum(r.seconds for r in fits.extra_runs)
+    logger.info("%s (%s): test %s %.4f +- %.4f over %d head seeds, valid %.4f, lr %g, %.0f s of fitting",
+                task.title, inputs.upstream.name, task.metric, test[0][task.metric], test[1][task.metric],
+                len(runs), selected, best_lr, seconds)
     return {
         "status": "ok", "task": task.name, "title": task.title, "upstream": inputs.upstream.name,
         "metric": task.metric, "higher_is_better": task.higher_is_better,
@@ -276,13 +401,13 @@ def _evaluate_task(task: Task, prep: Prepared, p: EvaluationSettings, inputs: In
                                        "best_epoch": r.best_epoch, "epochs": r.epochs, "best_update": r.best_update,
                                        "updates": r.updates, "seconds": r.seconds} for seed, r in zip(seeds, runs)],
         "selected_on": f"valid {task.selection_metric}", "lr": best_lr,
-        "valid_by_lr": {f"{lr:g}": r.valid[task.selection_metric] for lr, r in searched.items()},
+        "valid_by_lr": {f"{lr:g}": r.valid[task.selection_metric] for lr, r in fits.searched.items()},
         "protocol": inputs.protocol.name, "recipe": asdict(recipe), "speaker_labels": inputs.upstream.speaker_labels,
         "layer_norm": inputs.protocol.layer_norm, "standardize": inputs.protocol.standardize,
         "num_states": hidden.num_states, "state_names": hidden.state_names, "frame_rate": hidden.frame_rate,
         "utterances": {s: len(ex) for s, ex in splits.items()},
-        "classes" if task.pooled else "tokens": len(prep.vocabulary), "vocabulary": prep.vocabulary,
-        "notes": notes, "seconds": sum(r.seconds for r in [*searched.values(), *runs[1:]]), **extra,
+        "classes" if task.pooled else "tokens": len(fits.prep.vocabulary), "vocabulary": fits.prep.vocabulary,
+        "notes": fits.notes, "seconds": seconds, **extra,
     }
 
 

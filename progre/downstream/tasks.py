@@ -113,6 +113,10 @@ class Task(ABC):
         """Metrics of the test split (`score` unless a task scores test with more, or costlier, metrics)."""
         return self.score(references, predictions)
 
+    def before_fitting(self) -> None:
+        """Compute what every fit of this task would otherwise compute for itself (fits may run in
+        forked worker processes, which share only what exists before they start)."""
+
     def num_outputs(self, vocabulary: list[str]) -> int:
         """Logits per prediction: one per class (CTC tasks add the blank)."""
         return len(vocabulary)

@@ -48,6 +48,12 @@ class FitSettings:
     seed: int
     weight_decay: float = 0.0
 
+    @property
+    def scoring_batch_size(self) -> int:
+        """Utterances per batch when scoring valid and test: scoring batches are sorted by length (little
+        padding) and need no gradients, so larger batches only save time."""
+        return 4 * self.batch_size
+
 
 @dataclass
 class FitResult:
@@ -80,13 +86,14 @@ def predictions_of(task: Task, model: DownstreamModel, split: Split, vocabulary:
                    device: torch.device) -> tuple[list[Any], list[Any]]:
     """(references, predictions) of `model` on a whole split, in the split's order (eval mode, no grad)."""
     model.eval()
-    references: list[Any] = []
-    predictions: list[Any] = []
+    references: list[Any] = [None] * len(split)
+    predictions: list[Any] = [None] * len(split)
     with torch.no_grad():
         for batch in split.batches(batch_size, device=device):
             logits, lengths = model(batch.states, batch.lengths)
-            predictions += task.predict(logits, lengths, vocabulary)
-            references += batch.references
+            for i, reference, prediction in zip(batch.indices, batch.references,
+                                                task.predict(logits, lengths, vocabulary)):
+                references[i], predictions[i] = reference, prediction
     return references, predictions
 
 
@@ -123,7 +130,7 @@ def fit(task: Task, model: DownstreamModel, train: Split, valid: Split, test: Sp
                 updates += 1
                 if updates % settings.eval_every and updates < settings.max_updates:
                     continue
-                scores = evaluate_split(task, model, valid, vocabulary, settings.batch_size, device)
+                scores = evaluate_split(task, model, valid, vocabulary, settings.scoring_batch_size, device)
                 history.append({"update": updates, "epoch": updates / per_epoch, "train_loss": sum(losses) / len(losses),
                                 **{f"valid_{k}": v for k, v in scores.items()}})
                 losses = []
@@ -138,7 +145,7 @@ def fit(task: Task, model: DownstreamModel, train: Split, valid: Split, test: Sp
     assert best is not None
     _, best_update, valid_scores, state = best
     model.load_state_dict(state)
-    test_scores = evaluate_split(task, model, test, vocabulary, settings.batch_size, device, final=True)
+    test_scores = evaluate_split(task, model, test, vocabulary, settings.scoring_batch_size, device, final=True)
     weights = model.featurizer.normalized_weights().detach().cpu().tolist()
     return FitResult(best_update, updates, per_epoch, valid_scores, test_scores, weights, history,
                      time.perf_counter() - start, model)
