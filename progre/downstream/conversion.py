@@ -132,7 +132,7 @@ class VoiceConversion(Task):
         self.target_f0 = log_f0_stats([f.f0 for _, f in analysed["train"]])
         splits = {s: Examples([r["key"] for r, _ in analysed[s]], [self._target(f) for _, f in analysed[s]],
                               [self._target(f) for _, f in analysed[s]]) for s in ("train", "valid")}
-        splits["test"], test_notes = self._sources(rows, clean, target, world)
+        splits["test"], test_notes = self._sources(rows, clean, target, others, world)
         notes += test_notes
         notes.append(f"VC: target speaker {target}, {len(splits['train'])} training and {len(splits['valid'])} "
                      f"valid utterances; {len(splits['test'])} test utterances of {len(speakers) - 1} other speakers "
@@ -159,11 +159,12 @@ class VoiceConversion(Task):
                                          "extra": extra}, sort_keys=True).encode()).hexdigest()[:16]
         return Path(self.cache) / f"vc-{kind}-{key}.pt"
 
-    def _sources(self, rows, clean, target: str, world: dict[str, WorldFeatures]) -> tuple[Examples, list[str]]:
+    def _sources(self, rows, clean, target: str, others: list[str],
+                 world: dict[str, WorldFeatures]) -> tuple[Examples, list[str]]:
         # the target's rendering of each test text (with its synthesis noise, if it has some: the one there is)
         references = {normalize_transcript(r.get("text") or ""): r for r in rows["test"] if r.get("speaker") == target}
         f0_stats = {}
-        for speaker in sorted({r["speaker"] for r in clean["test"]} - {target}):
+        for speaker in others:
             f0s = [world[r["key"]].f0 for r in rows["train"] if r.get("speaker") == speaker]
             if f0s:
                 f0_stats[speaker] = log_f0_stats(f0s)

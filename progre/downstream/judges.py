@@ -76,10 +76,10 @@ def cached_judges(shards: Shards, cache: Path, seed: int, device: torch.device) 
     """The judges of `shards`, trained once per corpus, code and seed (and then read from the cache)."""
     key = hashlib.sha256(json.dumps({"corpus": shards.fingerprint, "code": code_fingerprint(JUDGE_CODE),
                                      "seed": seed}, sort_keys=True).encode()).hexdigest()[:16]
-    judges, cached = cached_object(Path(cache) / f"judges-{key}.pt", lambda: train_judges(shards, cache, seed, device),
-                                   _state, _load)
+    path = Path(cache) / f"judges-{key}.pt"
+    judges, cached = cached_object(path, lambda: train_judges(shards, cache, seed, device), _state, _load)
     if cached:
-        logger.info("voice-conversion judges: cached in %s", Path(cache) / f"judges-{key}.pt")
+        logger.info("voice-conversion judges: cached in %s", path)
     return judges
 
 

@@ -38,7 +38,6 @@ class FitPool:
 
     def __init__(self, run: Callable[[Any], Any], workers: int):
         global _run
-        self.workers = workers
         self._run = run
         self._queue: deque = deque()
         self._executor: Optional[ProcessPoolExecutor] = None
@@ -68,8 +67,6 @@ class FitPool:
     def close(self) -> None:
         global _run
         if self._executor is not None:
-            for future in self._futures:
-                future.cancel()
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
             _run = None

@@ -278,8 +278,8 @@ class TaskFits:
         return [self.by_seed[seed] for seed in self.seeds]
 
     @property
-    def extra_runs(self) -> list[FitResult]:
-        """Every fit: the search's and the other seeds'."""
+    def every_fit(self) -> list[FitResult]:
+        """The search's fits and the other seeds'."""
         return [*self.searched.values(), *(self.by_seed[s] for s in self.seeds[1:])]
 
 
@@ -388,7 +388,7 @@ def _task_record(fits: TaskFits, p: EvaluationSettings, inputs: Inputs, folder: 
     test = _mean_and_std([r.test for r in runs])
     valid = _mean_and_std([r.valid for r in runs])
     selected = valid[0].get(task.metric, valid[0][task.selection_metric])  # SE and VC select on another metric
-    seconds = sum(r.seconds for r in fits.extra_runs)
+    seconds = sum(r.seconds for r in fits.every_fit)
     logger.info("%s (%s): test %s %.4f +- %.4f over %d head seeds, valid %.4f, lr %g, %.0f s of fitting",
                 task.title, inputs.upstream.name, task.metric, test[0][task.metric], test[1][task.metric],
                 len(runs), selected, best_lr, seconds)
