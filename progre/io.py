@@ -31,7 +31,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp_path
         if tmp_path.exists():
-            os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600 files
+            os.chmod(tmp_path, 0o666 & ~umask())  # mkstemp makes 0600 files
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -45,14 +45,32 @@ def cached_object(path: Path, compute: Callable[[], T], save: Callable[[T], Any]
     import torch
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(f".{path.name}.lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with exclusive_lock(path.with_name(f".{path.name}.lock")):
         if not path.is_file():
             value = compute()
             with atomic_path(path) as tmp:
                 torch.save(save(value), tmp)
             return value, False
     return load(torch.load(path, weights_only=False)), True
+
+
+@contextmanager
+def exclusive_lock(path: Path, busy: Callable[[], None] | None = None) -> Iterator[None]:
+    """An exclusive advisory lock (`fcntl.flock`) on the file `path` (created if missing) for the block.
+    If another process holds it, `busy()` is called first (it may raise to refuse, or log that this
+    process waits), then the lock is waited for."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if busy is not None:
+                busy()
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @contextmanager
@@ -63,26 +81,33 @@ def atomic_dir(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
-        if path.exists():
-            if not overwrite:
-                from .errors import UserError
+        if path.exists() and not overwrite:
+            from .errors import UserError
 
-                raise UserError(f"output {path} already exists (pass --overwrite to replace it)")
-            old = path.with_name(f".{path.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, path)
+            raise UserError(f"output {path} already exists (pass --overwrite to replace it)")
+        swap_in(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
 
 
-def _umask() -> int:
+def swap_in(tmp: Path, path: Path) -> None:
+    """Make the finished temporary folder `tmp` the folder `path` (replacing one that exists: moved
+    aside to ``.<name>.old`` first, removed once `tmp` is in place)."""
+    os.chmod(tmp, 0o777 & ~umask())  # mkdtemp makes 0700 folders
+    if not path.exists():
+        os.replace(tmp, path)
+        return
+    old = path.with_name(f".{path.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old)
+
+
+def umask() -> int:
+    """The process's file-creation mask (read without changing it)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask

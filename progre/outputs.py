@@ -17,16 +17,14 @@ DVC removes a stage's non-persistent outputs before it runs the stage, so `dvc r
 from __future__ import annotations
 
 import errno
-import fcntl
-import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from .errors import UserError
-from .io import write_json
+from .io import exclusive_lock, swap_in, write_json
 from .log import logger
 
 MARKER = ".progre-output"
@@ -57,20 +55,16 @@ def check_not_an_input(out: Path, inputs: Iterable[Path | None]) -> None:
 @contextmanager
 def locked(path: Path, what: str) -> Iterator[None]:
     """An exclusive advisory lock on `path` for the block; UserError at once if another process holds it."""
+    def refuse() -> None:
+        raise UserError(f"another progre run is writing {what} (it holds {path}); wait for it to finish")
+
+    acquired = ExitStack()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(path, "a")
+        acquired.enter_context(exclusive_lock(path, busy=refuse))
     except OSError as exc:
         raise UserError(f"cannot write {what}: {exc.strerror} ({path})") from None
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UserError(f"another progre run is writing {what} (it holds {path}); wait for it to finish") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with acquired:
+        yield
 
 
 def lock_path(out: Path) -> Path:
@@ -118,8 +112,7 @@ def output_folder(out: str | Path, command: str, *, overwrite: bool = False,
             with environment_errors(out):
                 yield tmp
                 write_json(tmp / MARKER, {"written_by": f"progre {command}"})
-                os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
-                _swap_in(tmp, out)
+                swap_in(tmp, out)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -158,19 +151,3 @@ def environment_errors(out: Path) -> Iterator[None]:
             reason = "the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else exc.strerror
             raise UserError(f"cannot write {out}: {reason}" + (f" ({exc.filename})" if exc.filename else "")) from None
         raise
-
-
-def _swap_in(tmp: Path, out: Path) -> None:
-    if out.exists():
-        old = out.with_name(f".{out.name}.old")
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, out)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
