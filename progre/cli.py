@@ -7,9 +7,11 @@ stay thin: parsing and dispatch only.
 
 from __future__ import annotations
 
+import importlib.util
 import sys
-from pathlib import Path
 from enum import Enum
+from pathlib import Path
+from types import ModuleType
 from typing import Optional
 
 import typer
@@ -29,6 +31,25 @@ app = typer.Typer(
 )
 
 DEFAULT_PARAMS = Path("params.yaml")
+STAGES = Path(__file__).resolve().parents[1] / "stages"
+"""The DVC-stage adapters (one module per stage) live in the repository beside this package, not inside it:
+they are the pipeline's glue, not library code, so they are read from there rather than installed."""
+
+
+def load_stage(name: str) -> ModuleType:
+    """The stage adapter `stages/<name>.py` of the repository this package belongs to."""
+    module_name = f"stages.{name}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    path = STAGES / f"{name}.py"
+    if not path.is_file():
+        raise UserError(f"the stage module {path} is missing: progre runs from a source checkout "
+                        f"(pip install -e .), whose stages/ folder sits beside the progre package")
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
 
 
 class FeatureKind(str, Enum):
@@ -101,7 +122,7 @@ def synth(
     """Synthesise the built-in labelled multi-speaker corpus with eSpeak NG (no downloads)."""
     overrides = list(set_ or []) + ([f"preset={preset}"] if preset else [])
     p = _load(config.SynthParams, params, overrides)
-    from stages import synth as stage
+    stage = load_stage("synth")
 
     stage.run(p, out=out, overwrite=overwrite)
 
@@ -118,7 +139,7 @@ def shard(
 ) -> None:
     """Convert a corpus to WebDataset tar shards, a parquet index and a rejects table."""
     p = _load(config.ShardParams, params, set_)
-    from stages import shard as stage
+    stage = load_stage("shard")
 
     stage.run(p, corpus=corpus, out=out, metadata=metadata, overwrite=overwrite)
 
@@ -144,7 +165,7 @@ def features(
     """Extract MFCC, pitch contours or hidden features of a layer, for k-means and training."""
     overrides = list(set_ or []) + ([f"layer={layer}"] if layer is not None else [])
     p = _load(config.FeaturesParams, params, overrides)
-    from stages import features as stage
+    stage = load_stage("features")
 
     stage.run(p, kind=kind.value, shards=shards, out=out, checkpoint=checkpoint, rank=rank, world_size=world_size,
               pitch=pitch, overwrite=overwrite)
@@ -163,7 +184,7 @@ def cluster(
 ) -> None:
     """Fit FAISS k-means on the sampled features and label every frame of every utterance."""
     p = _load(config.ClusterParams, params, set_, iteration)
-    from stages import cluster as stage
+    stage = load_stage("cluster")
 
     stage.run(p, features=features_dir, shards=shards, out=out, overwrite=overwrite)
 
@@ -179,7 +200,7 @@ def pseudo_speakers(
 ) -> None:
     """Cluster utterance embeddings into pseudo-speaker ids for corpora without speaker labels."""
     p = _load(config.SpeakersParams, params, set_)
-    from stages import speakers as stage
+    stage = load_stage("speakers")
 
     stage.run(p, shards=shards, out=out, checkpoint=checkpoint, overwrite=overwrite)
 
@@ -200,7 +221,7 @@ def pretrain(
     """Pretrain ProgRE or the HuBERT baseline by masked prediction of k-means labels (resumable)."""
     overrides = list(set_ or []) + ([f"model={model.value}"] if model else [])
     p = _load(config.PretrainParams, params, overrides, iteration)
-    from stages import pretrain as stage
+    stage = load_stage("pretrain")
 
     stage.run(p, out=out, shards=shards, labels=labels, pitch=pitch, speakers=speakers)
 
@@ -222,7 +243,7 @@ def evaluate(
     """Fit layer weights and task heads on a frozen upstream and score the downstream tasks."""
     overrides = list(set_ or []) + ([f"tasks={','.join(task)}"] if task else [])
     p = _load(config.EvaluateParams, params, overrides)
-    from stages import evaluate as stage
+    stage = load_stage("evaluate")
 
     stage.run(p, upstream=upstream, out=out, shards=shards, pitch=pitch, name=name, cache=cache, overwrite=overwrite)
 
@@ -238,7 +259,7 @@ def report(
 ) -> None:
     """Write one markdown table across upstreams and tasks, with the layer-weight plots."""
     p = _load(config.ReportParams, params, set_)
-    from stages import report as stage
+    stage = load_stage("report")
 
     stage.run(p, results=results, out=out, overwrite=overwrite)
 
@@ -252,7 +273,7 @@ def export_cmd(
     overwrite: bool = OverwriteOpt,
 ) -> None:
     """Export the encoder weights (no training heads) of a checkpoint."""
-    from stages import export as stage
+    stage = load_stage("export")
 
     stage.export(checkpoint=checkpoint, out=out, official=official, overwrite=overwrite)
 
@@ -273,7 +294,7 @@ def import_official(
     removed; the branches, the CNN's normalisation and a LayerNorm after the speaker subtraction
     (sub_spk_norm, Large) are read from the tensor names.
     """
-    from stages import export as stage
+    stage = load_stage("export")
 
     stage.import_official(state_dict=state_dict, out=out, size=size.value, overwrite=overwrite)
 
