@@ -48,11 +48,10 @@ from ..errors import UserError
 from ..log import logger, track
 from ..parallel import ordered_map
 from . import espeak
+from .corpus import SPLITS
+from .demo_sentences import sentence_pools
 from .noise import NOISE_COLOURS, add_noise
-from .text import sentence_pools
 from .voice_quality import VoiceQuality, apply_voice_quality
-
-SPLITS = ("train", "valid", "test")
 
 # eSpeak variants that sound clearly different and stay voiced, by gender (not "whisper", nor
 # "klatt"/"klatt2", in which DIO finds F0 in under 10% of frames). Speakers alternate between the
