@@ -84,9 +84,9 @@ def _load(cls, params: Optional[Path], overrides: Optional[list[str]], iteration
     return config.load_params(cls, _params_file(params), iteration=iteration, overrides=overrides or [])
 
 
-def _epilog(cls) -> str:
-    return f"Parameters (params.yaml section `{cls.SECTION}`, override with --set KEY=VALUE): " \
-           f"run `progre params {cls.SECTION}`."
+def _epilog(section: str) -> str:
+    return f"Parameters (params.yaml section `{section}`, override with --set KEY=VALUE): " \
+           f"run `progre params {section}`."
 
 
 @app.callback()
@@ -101,7 +101,7 @@ def _main(
 def params_cmd(
     section: Optional[str] = typer.Argument(None, help="section name; all sections when omitted"),
 ) -> None:
-    sections = {cls.SECTION: cls for cls in config.Params.__subclasses__()}
+    sections = config.all_sections()
     if section is not None and section not in sections:
         raise UserError(f"unknown section {section!r}; sections: {', '.join(sorted(sections))}")
     for name, cls in sections.items():
@@ -111,7 +111,7 @@ def params_cmd(
             typer.echo("")
 
 
-@app.command(epilog=_epilog(config.SynthParams))
+@app.command(epilog=_epilog("synth"))
 def synth(
     out: Path = typer.Option(Path("data/corpus"), "--out", "-o", help="output folder: audio/*.flac + metadata.parquet"),
     preset: Optional[str] = typer.Option(None, help="tiny (tests, under a minute of audio) or demo (tens of minutes)"),
@@ -127,7 +127,7 @@ def synth(
     stage.run(p, out=out, overwrite=overwrite)
 
 
-@app.command(epilog=_epilog(config.ShardParams))
+@app.command(epilog=_epilog("shard"))
 def shard(
     corpus: Path = typer.Argument(..., help="LibriSpeech folder, folder of audio, or fairseq .tsv manifest"),
     out: Path = typer.Option(Path("data/shards"), "--out", "-o", help="output folder of tar shards and tables"),
@@ -144,7 +144,7 @@ def shard(
     stage.run(p, corpus=corpus, out=out, metadata=metadata, overwrite=overwrite)
 
 
-@app.command(epilog=_epilog(config.FeaturesParams))
+@app.command(epilog=_epilog("features"))
 def features(
     kind: FeatureKind = typer.Option(..., help="mfcc (iteration 1), pitch (pitch-branch input) or layer "
                                                "(iteration 2)"),
@@ -171,7 +171,7 @@ def features(
               pitch=pitch, overwrite=overwrite)
 
 
-@app.command(epilog=_epilog(config.ClusterParams))
+@app.command(epilog=_epilog("cluster"))
 def cluster(
     features_dir: Path = typer.Option(..., "--features", help="feature folder written by `progre features`"),
     shards: Path = typer.Option(Path("data/shards"), help="shard folder (features of unsampled utterances are "
@@ -189,7 +189,7 @@ def cluster(
     stage.run(p, features=features_dir, shards=shards, out=out, overwrite=overwrite)
 
 
-@app.command("pseudo-speakers", epilog=_epilog(config.SpeakersParams))
+@app.command("pseudo-speakers", epilog=_epilog("speakers"))
 def pseudo_speakers(
     shards: Path = typer.Option(Path("data/shards"), help="shard folder"),
     out: Path = typer.Option(..., "--out", "-o", help="output folder: speakers.parquet (key -> speaker), metrics"),
@@ -205,7 +205,7 @@ def pseudo_speakers(
     stage.run(p, shards=shards, out=out, checkpoint=checkpoint, overwrite=overwrite)
 
 
-@app.command(epilog=_epilog(config.PretrainParams))
+@app.command(epilog=_epilog("pretrain"))
 def pretrain(
     out: Path = typer.Option(..., "--out", "-o", help="run folder: checkpoints, metrics, plots; rerun the "
                                                       "same command to resume"),
@@ -226,7 +226,7 @@ def pretrain(
     stage.run(p, out=out, shards=shards, labels=labels, pitch=pitch, speakers=speakers)
 
 
-@app.command(epilog=_epilog(config.EvaluateParams))
+@app.command(epilog=_epilog("evaluate"))
 def evaluate(
     upstream: str = typer.Option(..., help="a checkpoint folder, `mfcc`, or `random:<checkpoint folder>` "
                                            "(a randomly initialised model of that checkpoint's size)"),
@@ -248,7 +248,7 @@ def evaluate(
     stage.run(p, upstream=upstream, out=out, shards=shards, pitch=pitch, name=name, cache=cache, overwrite=overwrite)
 
 
-@app.command(epilog=_epilog(config.ReportParams))
+@app.command(epilog=_epilog("report"))
 def report(
     results: list[Path] = typer.Argument(..., help="evaluation output folders (one per upstream, or per "
                                                    "upstream and task)"),

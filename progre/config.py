@@ -1,51 +1,50 @@
-"""Typed stage parameters, loaded from params.yaml with command-line overrides.
+"""The CLI's parameters: one params.yaml section per stage, built from the library's settings.
 
-Each stage has a dataclass whose fields are its parameters (type, default and help text in
-one place). `params.yaml` holds one section per stage; a stage that runs in several
-iterations reads its section and then an overlay section `<section>_iter<N>` with what differs,
-so DVC can track each iteration's parameters separately.
+Every setting is declared once, in the library module that uses it (`progre.settings.setting`: type,
+default, allowed values, help). A section's class here is those settings classes' fields side by side
+(`section`), so `progre params`, the validation of params.yaml and `--set`, and the library agree by
+construction. The few parameters a stage hands over apart from a settings object (a device to
+resolve) are declared here. A stage that runs in several iterations reads its section and then an
+overlay section `<section>_iter<N>` with what differs, so DVC can track each iteration's parameters
+separately.
 
-Unknown keys, wrong types and out-of-range values end with a one-line `UserError` that names
-the key, e.g. ``params.yaml: pretrain.lr: expected a number, got 'fast'``.
+Unknown keys, wrong types and out-of-range values end with a one-line `UserError` that names the key,
+e.g. ``params.yaml: pretrain.lr: expected a number, got 'fast'``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import math
+import importlib
 import re
-import types
+from functools import cache
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import yaml
 
 from .errors import UserError
+from .settings import checked_values, describe, setting
 
 P = TypeVar("P", bound="Params")
 S = TypeVar("S")
 
-
-def param(default: Any, help: str, *, choices: tuple | None = None,
-          min: float | None = None, max: float | None = None, above: float | None = None) -> Any:
-    """A dataclass field with its help text and its allowed values (`min`/`max` inclusive, `above`
-    exclusive). Numbers must be finite."""
-    meta = {"help": help, "choices": choices, "min": min, "max": max, "above": above}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata=meta)
-    return field(default=default, metadata=meta)
+param = setting  # the declaration of a parameter that no library settings class holds
 
 
 class Params:
-    """Base of every stage's parameter dataclass."""
+    """Base of every section's parameter class."""
 
     SECTION: ClassVar[str] = ""
+    SETTINGS: ClassVar[tuple[type, ...]] = ()
+    """The library settings classes whose fields this section holds."""
 
     def check(self) -> None:
-        """Cross-field validation; raise UserError. Field-level checks happen on load."""
+        """Cross-field validation: each settings class checks its own fields together."""
+        for settings in self.SETTINGS:
+            self.to(settings)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
@@ -60,104 +59,25 @@ class Params:
     @classmethod
     def describe(cls) -> str:
         """One line per parameter: name, type, default and help (for --help texts)."""
-        lines = []
+        return describe(list(dataclasses.fields(cls)), typing.get_type_hints(cls))  # type: ignore[arg-type]
+
+
+def section(name: str, *settings: type, extra: type | None = None) -> type[Params]:
+    """The params class of section `name`: the fields of the library `settings` classes (and of `extra`,
+    parameters a stage uses apart from them), in order, as one flat dataclass. A name may appear in
+    one of them only."""
+    fields, owner = [], {}
+    for cls in (*settings, *([extra] if extra else [])):
         hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-            choices = f.metadata.get("choices")
-            extra = f" (one of {', '.join(map(str, choices))})" if choices else ""
-            lines.append(f"{f.name}: {_type_name(hints[f.name])} = {default!r}. "
-                         f"{f.metadata.get('help', '')}{extra}")
-        return "\n".join(lines)
-
-
-def _type_name(tp: Any) -> str:
-    if tp in (int, float, str, bool):
-        return tp.__name__
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        inner = [a for a in args if a is not type(None)]
-        return f"{_type_name(inner[0])} or null"
-    if origin is list:
-        return f"list of {_type_name(args[0])}"
-    return str(tp)
-
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Convert `value` to the annotated type `tp` or raise a UserError naming `where`."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.lower() in ("null", "none")):
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], where)
-    if origin is list:
-        if isinstance(value, str):
-            value = yaml.safe_load(value) if value.strip().startswith("[") else value.split(",")
-        if not isinstance(value, (list, tuple)):
-            raise UserError(f"{where}: expected a list, got {value!r}")
-        return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
-            return value.lower() in ("true", "yes", "on", "1")
-        raise UserError(f"{where}: expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool):
-            raise UserError(f"{where}: expected an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                number = float(value.replace("_", ""))
-            except ValueError:
-                number = None
-            if number is not None and number.is_integer():
-                return int(number)
-        raise UserError(f"{where}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, bool):
-            raise UserError(f"{where}: expected a number, got {value!r}")
-        number = None
-        if isinstance(value, (int, float)):
-            number = float(value)
-        elif isinstance(value, str):
-            try:
-                number = float(value)
-            except ValueError:
-                pass
-        if number is None:
-            raise UserError(f"{where}: expected a number, got {value!r}")
-        if not math.isfinite(number):
-            raise UserError(f"{where}: expected a finite number, got {value!r}")
-        return number
-    if tp is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise UserError(f"{where}: expected a string, got {value!r}")
-    raise TypeError(f"unsupported parameter type {tp} at {where}")
-
-
-def _check_field(f: dataclasses.Field, value: Any, where: str) -> None:
-    if value is None:
-        return
-    choices = f.metadata.get("choices")
-    values = value if isinstance(value, list) else [value]
-    for v in values:
-        if choices and v not in choices:
-            raise UserError(f"{where}: {v!r} is not one of {', '.join(map(str, choices))}")
-        lo, hi, above = f.metadata.get("min"), f.metadata.get("max"), f.metadata.get("above")
-        if lo is not None and v < lo:
-            raise UserError(f"{where}: {v!r} is below the minimum {lo}")
-        if above is not None and v <= above:
-            raise UserError(f"{where}: {v!r} must be above {above}")
-        if hi is not None and v > hi:
-            raise UserError(f"{where}: {v!r} is above the maximum {hi}")
+        for f in dataclasses.fields(cls):
+            if f.name in owner:
+                raise TypeError(f"section {name}: {f.name} is declared by both {owner[f.name]} and {cls.__name__}")
+            owner[f.name] = cls.__name__
+            copy = dataclasses.field(default=f.default, default_factory=f.default_factory, metadata=f.metadata)
+            fields.append((f.name, hints[f.name], copy))
+    title = "".join(part.title() for part in re.split(r"[_-]", name))
+    return dataclasses.make_dataclass(f"{title}Params", fields, bases=(Params,),
+                                      namespace={"SECTION": name, "SETTINGS": settings})
 
 
 def build(cls: type[P], values: dict[str, Any], where: str) -> P:
@@ -165,18 +85,11 @@ def build(cls: type[P], values: dict[str, Any], where: str) -> P:
 
     `where` prefixes error messages, e.g. "params.yaml: pretrain." or "--set ".
     """
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for key, value in values.items():
-        if key not in fields:
-            close = difflib.get_close_matches(key, list(fields), n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            raise UserError(f"{where}{key}: unknown key{hint}")
-        kwargs[key] = _coerce(value, hints[key], f"{where}{key}")
-        _check_field(fields[key], kwargs[key], f"{where}{key}")
-    params = cls(**kwargs)
-    params.check()
+    params = cls(**checked_values(cls, values, where))
+    try:
+        params.check()
+    except UserError as exc:
+        raise UserError(f"{where}{exc}") from None
     return params
 
 
@@ -228,67 +141,6 @@ def load_params(cls: type[P], params_file: str | Path | None = None, iteration: 
 
 
 # --------------------------------------------------------------------------- stage sections
-
-
-@dataclass
-class SynthParams(Params):
-    SECTION: ClassVar[str] = "synth"
-    PRESETS: ClassVar[dict[str, dict[str, int]]] = {
-        # speakers x (train + valid + test) utterances; tiny stays under a minute of audio
-        "tiny": {"n_speakers": 4, "train_per_speaker": 2, "valid_per_speaker": 1, "test_per_speaker": 1},
-        "demo": {"n_speakers": 24, "train_per_speaker": 16, "valid_per_speaker": 6, "test_per_speaker": 6},
-    }
-
-    preset: str = param("demo", "corpus size preset; explicit counts below override it",
-                        choices=("tiny", "demo"))
-    n_speakers: int | None = param(None, "number of synthetic speakers (null: from preset)", min=1, max=200)
-    train_per_speaker: int | None = param(None, "training utterances per speaker (null: from preset)", min=1)
-    valid_per_speaker: int | None = param(None, "validation utterances per speaker (null: from preset)", min=1)
-    test_per_speaker: int | None = param(None, "test utterances per speaker (null: from preset)", min=1)
-    styles: list[str] = param(["neutral", "happy", "sad", "angry"], "speaking styles (emotion stand-in)",
-                              choices=("neutral", "happy", "sad", "angry", "calm", "fearful"))
-    snr_db_min: float = param(15.0, "lowest SNR of the added noise in dB")
-    snr_db_max: float = param(30.0, "highest SNR of the added noise in dB")
-    noise_fraction: float = param(0.5, "fraction of utterances that get additive noise", min=0.0, max=1.0)
-    voice_quality: bool = param(True, "resynthesise every utterance with WORLD, applying its style's voice "
-                                "quality (formant shift, spectral tilt, breathiness); false: eSpeak prosody only")
-    parallel_test: bool = param(True, "every speaker reads the same test sentences (voice conversion is scored "
-                                      "against the target speaker's rendering); false: one sentence per utterance")
-    workers: int = param(2, "worker processes (the output does not depend on it)", min=1)
-    seed: int = param(1234, "random seed: same seed, same corpus")
-
-    def resolved(self) -> dict[str, int]:
-        """The corpus counts after applying the preset."""
-        counts = dict(self.PRESETS[self.preset])
-        for key in counts:
-            if getattr(self, key) is not None:
-                counts[key] = getattr(self, key)
-        return counts
-
-    def check(self) -> None:
-        if self.snr_db_min > self.snr_db_max:
-            raise UserError(f"synth.snr_db_min ({self.snr_db_min}) is above synth.snr_db_max ({self.snr_db_max})")
-        if not self.styles:
-            raise UserError("synth.styles: give at least one style")
-
-
-@dataclass
-class ShardParams(Params):
-    SECTION: ClassVar[str] = "shard"
-
-    input_format: str = param("auto", "corpus layout; auto detects it (aishell: AISHELL-1's wav/ and transcript/)",
-                              choices=("auto", "librispeech", "aishell", "folder", "manifest"))
-    default_split: str = param("train", "split for items whose corpus gives none",
-                               choices=("train", "valid", "test"))
-    max_shard_mb: float = param(64.0, "upper bound of one tar shard in MB", min=0.01)
-    max_shard_items: int = param(2000, "upper bound of utterances in one tar shard", min=1)
-    flac_subtype: str = param("PCM_16", "sample format in the shards (FLAC is lossless at that depth)",
-                              choices=("PCM_16", "PCM_24"))
-    min_seconds: float = param(0.025, "shorter audio is rejected (one model frame is 400 samples = 25 ms)",
-                               min=0.025)
-    max_seconds: float | None = param(None, "longer audio is rejected (null: no limit)", min=0.025)
-    silence_peak: float = param(1e-4, "audio whose absolute peak is below this is rejected as silent", min=0.0)
-    workers: int = param(2, "decode/encode worker processes", min=1)
 
 
 @dataclass
@@ -405,10 +257,10 @@ class PretrainParams(Params):
 
     def check(self) -> None:
         if self.crop_min_seconds > self.crop_max_seconds:
-            raise UserError(f"pretrain.crop_min_seconds ({self.crop_min_seconds}) is above "
-                            f"pretrain.crop_max_seconds ({self.crop_max_seconds})")
+            raise UserError(f"crop_min_seconds ({self.crop_min_seconds}) is above "
+                            f"crop_max_seconds ({self.crop_max_seconds})")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
-            raise UserError(f"pretrain.betas: expected two numbers in [0, 1), got {self.betas}")
+            raise UserError(f"betas: expected two numbers in [0, 1), got {self.betas}")
 
 
 @dataclass
@@ -471,17 +323,47 @@ class EvaluateParams(Params):
 
     def check(self) -> None:
         if len(self.se_snr_db) != 2 or self.se_snr_db[0] > self.se_snr_db[1]:
-            raise UserError(f"evaluate.se_snr_db: expected [low, high] in dB, got {self.se_snr_db}")
+            raise UserError(f"se_snr_db: expected [low, high] in dB, got {self.se_snr_db}")
         if not self.tasks:
-            raise UserError("evaluate.tasks: give at least one task (sid, pr, asr, er, se, vc, lid, cls:COLUMN)")
+            raise UserError("tasks: give at least one task (sid, pr, asr, er, se, vc, lid, cls:COLUMN)")
         for task in self.tasks:
             if task not in self.TASK_NAMES and not re.fullmatch(r"cls:[A-Za-z0-9_][A-Za-z0-9_-]*", task):
-                raise UserError(f"evaluate.tasks: {task!r} is not a task (sid, pr, asr, er, se, vc, lid, or cls:COLUMN "
+                raise UserError(f"tasks: {task!r} is not a task (sid, pr, asr, er, se, vc, lid, or cls:COLUMN "
                                 f"with COLUMN a metadata column of letters, digits, _ and -)")
 
 
-@dataclass
-class ReportParams(Params):
-    SECTION: ClassVar[str] = "report"
+# --------------------------------------------------------------------------- sections built from the library
 
-    title: str = param("ProgRE demo report", "heading of the report")
+LIBRARY_SECTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
+    # class name here: (params.yaml section, the library settings classes it holds)
+    "SynthParams": ("synth", ("progre.data.synth:SynthSettings",)),
+    "ShardParams": ("shard", ("progre.data.sharding:ShardSettings",)),
+    "ReportParams": ("report", ("progre.report:ReportSettings",)),
+}
+"""Built on first use (`progre --help` need not import the library, and with it torch)."""
+
+
+@cache
+def _library_section(class_name: str) -> type[Params]:
+    name, paths = LIBRARY_SECTIONS[class_name]
+    classes = []
+    for path in paths:
+        module, _, attr = path.partition(":")
+        classes.append(getattr(importlib.import_module(module), attr))
+    return section(name, *classes)
+
+
+def __getattr__(name: str) -> Any:
+    if name in LIBRARY_SECTIONS:
+        return _library_section(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def all_sections() -> dict[str, type[Params]]:
+    """Every params section by name, in stage order."""
+    classes = [_library_section(n) if n in LIBRARY_SECTIONS else globals()[n] for n in SECTION_CLASSES]
+    return {cls.SECTION: cls for cls in classes}
+
+
+SECTION_CLASSES = ("SynthParams", "ShardParams", "FeaturesParams", "ClusterParams", "SpeakersParams",
+                   "PretrainParams", "EvaluateParams", "ReportParams")

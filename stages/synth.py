@@ -16,7 +16,7 @@ from progre.outputs import output_folder
 def run(p: SynthParams, out: Path, overwrite: bool = False) -> dict:
     """Synthesise the corpus into `out` and print a summary table."""
     with output_folder(out, "synth", overwrite=overwrite) as tmp:
-        summary = synthesize_corpus(p.to(SynthSettings, styles=tuple(p.styles), **p.resolved()), tmp)
+        summary = synthesize_corpus(p.to(SynthSettings), tmp)
         write_json(tmp / "summary.json", summary)
     if not is_quiet():
         _print_summary(summary, out)

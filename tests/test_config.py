@@ -20,7 +20,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_the_repository_params_file_loads_for_every_stage_and_iteration():
-    for cls in config.Params.__subclasses__():
+    for cls in config.all_sections().values():
         for iteration in (None, 1, 2):
             load_params(cls, REPO / "params.yaml", iteration)
     assert load_params(ClusterParams, REPO / "params.yaml", 1).n_clusters == 100
@@ -68,8 +68,10 @@ def test_booleans_and_nulls(tmp_path):
 
 
 def test_synth_presets_resolve():
-    assert SynthParams(preset="tiny").resolved()["n_speakers"] == 4
-    assert SynthParams(preset="demo", n_speakers=5).resolved()["n_speakers"] == 5
+    from progre.data.synth import SynthSettings
+
+    assert SynthSettings(preset="tiny").counts()["n_speakers"] == 4
+    assert SynthSettings(preset="demo", n_speakers=5).counts()["n_speakers"] == 5
 
 
 def test_describe_lists_every_parameter_with_help():

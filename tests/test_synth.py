@@ -13,7 +13,7 @@ import soundfile as sf
 
 from progre.config import SynthParams
 from progre.data import espeak
-from progre.data.synth import UtterancePlan, make_speakers, render
+from progre.data.synth import SynthSettings, UtterancePlan, make_speakers, render
 from progre.data.demo_sentences import MAX_WORDS, MIN_WORDS, sentence_pools
 from progre.errors import UserError
 from progre.features.pitch import dio_f0
@@ -126,7 +126,7 @@ def corpora(tmp_path_factory) -> dict[str, Path]:
 
 def test_tiny_corpus_counts_and_splits(corpora):
     params = SynthParams(preset="tiny")
-    counts = params.resolved()
+    counts = params.to(SynthSettings).counts()
     rows = pq.read_table(corpora["a"] / "metadata.parquet").to_pylist()
     speakers = {f"spk{i:02d}" for i in range(counts["n_speakers"])}
     for split in ("train", "valid", "test"):

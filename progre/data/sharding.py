@@ -28,6 +28,7 @@ from ..audio import BadAudio, encode_flac, read_audio_file, to_model_input
 from ..frames import SAMPLE_RATE
 from ..errors import UserError
 from ..io import atomic_path
+from ..settings import setting
 from ..log import logger, progress_bar
 from ..parallel import ordered_map
 from .corpus import SPLITS, CorpusItem, Reject, read_corpus
@@ -58,17 +59,18 @@ REJECTS_SCHEMA = pa.schema([("path", pa.string()), ("key", pa.string()), ("reaso
 class ShardSettings:
     """How a corpus becomes shards (the `shard` params section)."""
 
-    input_format: str = "auto"
-    """auto, librispeech, folder or manifest (see `progre.data.corpus`)."""
-    default_split: str = "train"
-    """Split of items whose corpus gives none."""
-    max_shard_mb: float = 64.0
-    max_shard_items: int = 2000
-    flac_subtype: str = "PCM_16"
-    min_seconds: float = 0.025
-    max_seconds: float | None = None
-    silence_peak: float = 1e-4
-    workers: int = 2
+    input_format: str = setting("auto", "corpus layout; auto detects it (aishell: AISHELL-1's wav/ and transcript/)",
+                                choices=("auto", "librispeech", "aishell", "folder", "manifest"))
+    default_split: str = setting("train", "split for items whose corpus gives none", choices=SPLITS)
+    max_shard_mb: float = setting(64.0, "upper bound of one tar shard in MB", min=0.01)
+    max_shard_items: int = setting(2000, "upper bound of utterances in one tar shard", min=1)
+    flac_subtype: str = setting("PCM_16", "sample format in the shards (FLAC is lossless at that depth)",
+                                choices=("PCM_16", "PCM_24"))
+    min_seconds: float = setting(0.025, "shorter audio is rejected (one model frame is 400 samples = 25 ms)",
+                                 min=0.025)
+    max_seconds: float | None = setting(None, "longer audio is rejected (null: no limit)", min=0.025)
+    silence_peak: float = setting(1e-4, "audio whose absolute peak is below this is rejected as silent", min=0.0)
+    workers: int = setting(2, "decode/encode worker processes", min=1)
 
 
 @dataclass

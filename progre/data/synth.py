@@ -47,6 +47,7 @@ from ..frames import SAMPLE_RATE
 from ..errors import UserError
 from ..log import logger, track
 from ..parallel import ordered_map
+from ..settings import setting
 from . import espeak
 from .corpus import SPLITS
 from .demo_sentences import sentence_pools
@@ -81,31 +82,6 @@ PEAK_LIMIT = 0.99
 
 
 @dataclass(frozen=True)
-class SynthSettings:
-    """The corpus to synthesise (the `synth` params section, its preset resolved to counts)."""
-
-    n_speakers: int = 24
-    train_per_speaker: int = 16
-    valid_per_speaker: int = 6
-    test_per_speaker: int = 6
-    styles: tuple[str, ...] = ("neutral", "happy", "sad", "angry")
-    snr_db_min: float = 15.0
-    snr_db_max: float = 30.0
-    noise_fraction: float = 0.5
-    voice_quality: bool = True
-    parallel_test: bool = True
-    """Every speaker reads the same test sentences (voice conversion is scored against the target
-    speaker's rendering of the sentence); train and valid sentences stay one per utterance."""
-    workers: int = 2
-    seed: int = 1234
-
-    def counts(self) -> dict[str, int]:
-        """Speakers and utterances per speaker of each split."""
-        return {"n_speakers": self.n_speakers, "train_per_speaker": self.train_per_speaker,
-                "valid_per_speaker": self.valid_per_speaker, "test_per_speaker": self.test_per_speaker}
-
-
-@dataclass(frozen=True)
 class Style:
     """How a speaking style changes a speaker's prosody (eSpeak) and voice quality (WORLD)."""
 
@@ -127,6 +103,55 @@ STYLES = {
     "calm": Style(-5, 0.7, 0.9, 85, VoiceQuality(formant_scale=0.99, tilt_db_per_octave=-1.5, breathiness=0.1)),
     "fearful": Style(18, 0.8, 1.22, 90, VoiceQuality(formant_scale=1.04, tilt_db_per_octave=-1.0, breathiness=0.2)),
 }
+
+
+PRESETS: dict[str, dict[str, int]] = {
+    # speakers x (train + valid + test) utterances; tiny stays under a minute of audio
+    "tiny": {"n_speakers": 4, "train_per_speaker": 2, "valid_per_speaker": 1, "test_per_speaker": 1},
+    "demo": {"n_speakers": 24, "train_per_speaker": 16, "valid_per_speaker": 6, "test_per_speaker": 6},
+}
+"""Corpus sizes by name (`SynthSettings.preset`); explicit counts override them."""
+
+
+@dataclass(frozen=True)
+class SynthSettings:
+    """The corpus to synthesise (the `synth` params section)."""
+
+    preset: str = setting("demo", "corpus size preset; explicit counts below override it", choices=tuple(PRESETS))
+    n_speakers: int | None = setting(None, "number of synthetic speakers (null: from preset)", min=1, max=200)
+    train_per_speaker: int | None = setting(None, "training utterances per speaker (null: from preset)", min=1)
+    valid_per_speaker: int | None = setting(None, "validation utterances per speaker (null: from preset)", min=1)
+    test_per_speaker: int | None = setting(None, "test utterances per speaker (null: from preset)", min=1)
+    styles: tuple[str, ...] = setting(("neutral", "happy", "sad", "angry"), "speaking styles (emotion stand-in)",
+                                      choices=tuple(STYLES))
+    snr_db_min: float = setting(15.0, "lowest SNR of the added noise in dB")
+    snr_db_max: float = setting(30.0, "highest SNR of the added noise in dB")
+    noise_fraction: float = setting(0.5, "fraction of utterances that get additive noise", min=0.0, max=1.0)
+    voice_quality: bool = setting(True, "resynthesise every utterance with WORLD, applying its style's voice "
+                                        "quality (formant shift, spectral tilt, breathiness); false: eSpeak prosody "
+                                        "only")
+    parallel_test: bool = setting(True, "every speaker reads the same test sentences (voice conversion is scored "
+                                        "against the target speaker's rendering); false: one sentence per utterance")
+    workers: int = setting(2, "worker processes (the output does not depend on it)", min=1)
+    seed: int = setting(1234, "random seed: same seed, same corpus")
+
+    def __post_init__(self) -> None:
+        if self.snr_db_min > self.snr_db_max:
+            raise UserError(f"snr_db_min ({self.snr_db_min}) is above snr_db_max ({self.snr_db_max})")
+        if not self.styles:
+            raise UserError("styles: give at least one style")
+        unknown = [s for s in self.styles if s not in STYLES]
+        if unknown:
+            raise UserError(f"styles: unknown style {unknown[0]!r}; known: {', '.join(STYLES)}")
+
+    def counts(self) -> dict[str, int]:
+        """Speakers and utterances per speaker of each split: the preset's, where not given."""
+        counts = dict(PRESETS[self.preset])
+        for key in counts:
+            if getattr(self, key) is not None:
+                counts[key] = getattr(self, key)
+        return counts
+
 
 
 @dataclass(frozen=True)
@@ -377,9 +402,6 @@ def synthesize_corpus(settings: SynthSettings, out: Path) -> dict:
     """Synthesise the corpus of `settings` into the folder `out` (audio/ and metadata.parquet); returns
     the summary."""
     out = Path(out)
-    unknown = [s for s in settings.styles if s not in STYLES]
-    if unknown:
-        raise UserError(f"synth.styles: unknown style {unknown[0]!r}; known: {', '.join(STYLES)}")
     speakers, utterances = plan_corpus(settings)
     logger.info("synthesising %d utterances of %d speakers into %s", len(utterances), len(speakers), out)
     (out / "audio").mkdir(parents=True)

@@ -7,12 +7,14 @@ can move with its images. It reads evaluation outputs only (`collect`) and compu
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..downstream.plots import WeightPanel, save_spectrograms, save_weight_grid
 from ..downstream import TASKS
 from ..io import atomic_path
+from ..settings import setting
 from .collect import TaskResult, UpstreamResults, collect
 from .render import Column, has_weights, render, table_columns, title_of
 
@@ -23,8 +25,17 @@ TASK_ORDER = TASKS
 """Columns come in this order; tasks outside it follow, sorted."""
 
 
-def write_report(title: str, results: list[Path], out: Path) -> dict[str, Any]:
-    """Write the report to `out` (markdown) and its figures beside it; returns what it holds."""
+@dataclass(frozen=True)
+class ReportSettings:
+    """The report's own settings (the `report` params section)."""
+
+    title: str = setting("ProgRE demo report", "heading of the report")
+
+
+def write_report(results: list[Path], settings: ReportSettings, out: Path) -> dict[str, Any]:
+    """Write the report of the evaluation folders `results` to `out` (markdown) and its figures beside it;
+    returns what it holds."""
+    title = settings.title
     upstreams = collect(results)
     tasks = [t for t in TASK_ORDER if any(t in u.tasks for u in upstreams)]
     tasks += sorted({t for u in upstreams for t in u.tasks} - set(tasks))
