@@ -84,7 +84,6 @@ class EvaluationSettings:
 class Inputs:
     """What every task of one evaluation shares."""
 
-    upstream: Upstream
     hidden: HiddenStates
     book: RecipeBook
     tables: dict[str, StateTable]
@@ -184,4 +183,4 @@ def _inputs(p: EvaluationSettings, up: Upstream, shards: Shards, cache: Path, pi
                                          batch_seconds=p.batch_seconds, dtype=p.hidden_dtype, view=view)
             tables["noisy"] = StateTable(noisy, keys["noisy"], normalizer.normalize, max_bytes=p.max_ram_gb * 1e9)
     pooled = sorted({k for t in ran if t.pooled for ex in prepared[t.name].splits.values() for k in ex.keys})
-    return Inputs(up, hidden, book, tables, utterance_means(tables["clean"], pooled))
+    return Inputs(hidden, book, tables, utterance_means(tables["clean"], pooled))
