@@ -1,5 +1,5 @@
 """DVC stage `evaluate`: layer weights and task heads on a frozen upstream, every task scored
-(`progre.downstream.protocol`); summary.json holds every task's test metric (or why it was skipped)."""
+(`progre.downstream.evaluation`); summary.json holds every task's test metric (or why it was skipped)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from typing import Optional
 from progre.config import EvaluateParams
 from progre.data.shards import Shards
 from progre.device import resolve_device
-from progre.downstream.protocol import EvaluationSettings, evaluate_upstream
+from progre.downstream.evaluation import EvaluationSettings, evaluate_upstream
 from progre.downstream.upstreams import parse_upstream
+from progre.features.store import open_pitch_store
 from progre.io import write_json
 from progre.log import logger
 from progre.outputs import output_folder
@@ -23,9 +24,10 @@ def run(p: EvaluateParams, upstream: str, out: Path, shards: Path, pitch: Option
     settings = p.to(EvaluationSettings, tasks=tuple(p.tasks), lr=None if p.lr is None else tuple(p.lr),
                     se_snr_db=tuple(p.se_snr_db))
     corpus = Shards(shards)
+    contours = None if pitch is None else open_pitch_store(pitch, corpus)
     inputs = [shards, pitch, up.checkpoint, cache, p.se_noisy, None if p.se_noise == "demo" else p.se_noise]
     with output_folder(out, "evaluate", overwrite=overwrite, inputs=inputs) as tmp:
-        summary = evaluate_upstream(up, corpus, tmp, settings, resolve_device(p.device), cache, pitch)
+        summary = evaluate_upstream(up, corpus, contours, settings, resolve_device(p.device), cache, tmp)
         write_json(tmp / "summary.json", summary)
     done = ", ".join(f"{name.upper()} {t['metric']} {t['test']:.3f}" if t["status"] == "ok" else
                      f"{name.upper()} skipped" for name, t in summary["tasks"].items())

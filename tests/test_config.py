@@ -103,7 +103,7 @@ def _settings_pairs():
     from progre.cluster.speakers import SpeakerSettings
     from progre.data.sharding import ShardSettings
     from progre.data.synth import SynthSettings
-    from progre.downstream.protocol import EvaluationSettings
+    from progre.downstream.evaluation import EvaluationSettings
     from progre.features.extract import FeatureSettings
     from progre.train.data import PlanSettings
     from progre.train.loop import TrainSettings

@@ -14,8 +14,8 @@ from progre.data import espeak
 from progre.errors import UserError
 from progre.downstream.featurizer import Featurizer
 from progre.downstream.upstreams import parse_upstream
-from progre.downstream.metrics import (accuracy, char_error_rate, edit_distance, error_rate, phone_error_rate,
-                                       word_error_rate)
+from progre.downstream.error_rates import (accuracy, char_error_rate, edit_distance, error_rate, phone_error_rate,
+                                          word_error_rate)
 from progre.downstream.ctc import ctc_greedy_decode, ctc_loss, ctc_min_frames
 from progre.downstream.heads import BiLSTMHead, reverse_within
 from progre.downstream.tasks import (PhoneRecognition, SpeechRecognition, TaskSkipped, UtteranceClassification,
@@ -304,7 +304,7 @@ def test_phonemize_matches_the_phones_of_synthesis():
 def test_state_table_and_utterance_means(tmp_path: Path):
     """The table holds the normalised frames (in memory, or read per request when they do not fit);
     utterance_means pools them."""
-    from progre.downstream.data import StateTable, utterance_means
+    from progre.downstream.head_data import StateTable, utterance_means
     from progre.downstream.upstreams import HiddenStates
     from progre.features.store import FeatureWriter, write_meta
 
@@ -367,7 +367,7 @@ def test_the_hidden_state_cache_key_covers_the_code_the_weights_and_the_pitch(tm
 
 
 def test_length_buckets_cover_every_utterance_once_and_cut_padding():
-    from progre.downstream.data import batch_order
+    from progre.downstream.head_data import batch_order
 
     lengths = torch.randint(50, 250, (200,), generator=torch.Generator().manual_seed(0)).tolist()
 
@@ -390,8 +390,8 @@ def test_length_buckets_cover_every_utterance_once_and_cut_padding():
 
 def test_predictions_come_back_in_the_split_order_whatever_the_batching(tmp_path: Path):
     """Evaluation batches utterances longest first; predictions and references are put back in order."""
-    from progre.downstream.data import Examples, FrameSplit, StateTable
-    from progre.downstream.train import DownstreamModel, predictions_of
+    from progre.downstream.head_data import Examples, FrameSplit, StateTable
+    from progre.downstream.head_fit import DownstreamModel, predictions_of
     from progre.downstream.upstreams import HiddenStates
     from progre.features.store import FeatureWriter, write_meta
 

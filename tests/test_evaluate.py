@@ -71,6 +71,8 @@ def test_evaluate_writes_every_output_of_every_task(progre_eval):
         # SE and VC read the clean test utterances (VC: of the speakers other than the target); half are noisy
         assert metrics["utterances"]["test"] == 4 if task not in ("se", "vc") else 1 <= metrics["utterances"]["test"] < 4
         assert summary["tasks"][task]["test"] == metrics["test"]
+        # only the tasks that make audio record examples and a reference row
+        assert {"examples", "reference"} & set(metrics) == ({"examples", "reference"} if task in ("se", "vc") else set())
         weights = json.loads((folder / "layer_weights.json").read_text())["layer_weights"]
         assert [w["state"] for w in weights] == names
         assert sum(w["weight"] for w in weights) == pytest.approx(1.0)

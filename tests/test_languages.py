@@ -15,8 +15,9 @@ from progre.config import EvaluateParams, ReportParams, ShardParams, load_params
 from progre.data import espeak
 from progre.data.corpus import detect_format, read_corpus
 from progre.data.shards import Shards
-from progre.downstream.protocol import EvaluationSettings, _task
-from progre.downstream.tasks import SpeechRecognition, TaskSkipped, make_task
+from progre.downstream.evaluation import EvaluationSettings
+from progre.downstream.registry import build_task
+from progre.downstream.tasks import SpeechRecognition, TaskSkipped
 from progre.downstream.transcripts import join_words, normalize_transcript, written_with_word_spaces
 from progre.errors import UserError
 from stages import evaluate, report
@@ -27,6 +28,11 @@ from .conftest import tone, write_audio
 
 def _rows(split: str, *items) -> list[dict]:
     return [{"key": f"{split}{i}", "split": split, **item} for i, item in enumerate(items)]
+
+
+def _task(name: str):
+    """The task as `progre evaluate` builds it with the default settings (no corpus: none of these reads one)."""
+    return build_task(name, EvaluationSettings().task_options(None, None, torch.device("cpu")))
 
 
 # --------------------------------------------------------------------------- transcripts
@@ -136,7 +142,7 @@ def test_phonemes_hold_no_language_switch_markers():
 
 
 def test_each_utterance_is_phonemised_in_its_own_language():
-    task = _task("pr", EvaluationSettings(), None, None, None)  # as `progre evaluate` builds it
+    task = _task("pr")  # as `progre evaluate` builds it
     rows = {
         "train": _rows("train", {"text": "We are going to the park.", "language": "en"},
                        {"text": "Сегодня мы идём в парк.", "language": "ru"},
@@ -166,7 +172,7 @@ def test_each_utterance_is_phonemised_in_its_own_language():
 
 
 def test_a_train_split_in_unknown_languages_skips_pr():
-    task = _task("pr", EvaluationSettings(), None, None, None)
+    task = _task("pr")
     rows = {s: _rows(s, {"text": "nuqneH", "language": "tlh"}) for s in ("train", "valid", "test")}
     with pytest.raises(TaskSkipped, match="transcripts eSpeak NG can read"):
         task.prepare(rows)
@@ -176,12 +182,12 @@ def test_a_train_split_in_unknown_languages_skips_pr():
 
 
 def test_lid_and_any_categorical_column_are_classification_tasks():
-    lid = make_task("lid", espeak.phonemize, lambda language: None)
+    lid = _task("lid")
     assert (lid.name, lid.title, lid.columns, lid.pooled) == ("lid", "LID", ("language",), True)
     prep = lid.prepare(MIXED)
     assert prep.vocabulary == ["en", "es", "fr", "it", "ru", "zh"]
     assert prep.splits["valid"].references == ["ru", "zh"]
-    accent = make_task("cls:accent", espeak.phonemize, lambda language: None)
+    accent = _task("cls:accent")
     assert (accent.name, accent.title, accent.columns) == ("cls-accent", "accent", ("accent",))
     rows = {s: _rows(s, {"accent": "north"}, {"accent": 3}, {"accent": None}) for s in ("train", "valid", "test")}
     prep = accent.prepare(rows)  # numbers are categories too; missing values are skipped and counted
@@ -189,7 +195,7 @@ def test_lid_and_any_categorical_column_are_classification_tasks():
     with pytest.raises(TaskSkipped, match="holds lists, not categories"):
         accent.prepare({s: _rows(s, {"accent": ["a", "b"]}) for s in ("train", "valid", "test")})
     with pytest.raises(ValueError):
-        make_task("cls:", espeak.phonemize, lambda language: None)
+        _task("cls:")
 
 
 def test_task_names_in_params():

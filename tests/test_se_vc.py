@@ -17,7 +17,8 @@ from progre.data.noise import ColouredNoiseSource, NoisyMixer
 from progre.downstream.conversion import FEATURES, FeatureHead, world_frame_index
 from progre.downstream.enhancement import (BINS, Pair, SpeechEnhancement, istft, model_frames_of_stft,
                                            phase_sensitive_mask, stft)
-from progre.downstream.speech_metrics import pesq_wb, si_sdr
+from progre.downstream.speech_quality import pesq_wb, si_sdr
+from progre.downstream.tasks import NoisyAudio
 from progre.features.world import world_num_frames
 from progre.frames import num_frames
 from stages import evaluate, shard as shard_stage
@@ -53,7 +54,7 @@ def test_the_oracle_mask_restores_the_clean_speech_near_the_ceiling():
 def test_enhancing_with_an_all_ones_mask_gives_back_the_noisy_input():
     clean = vowel(seconds=1.0)
     noisy = clean + noise(1.0, amp=0.05)
-    task = SpeechEnhancement(None, lambda key, wav: wav, {})
+    task = SpeechEnhancement(NoisyAudio(lambda key, wav: wav, {}))
     enhanced = task.enhance(Pair("k", clean, noisy), torch.ones(num_frames(len(clean)), BINS))
     np.testing.assert_allclose(enhanced, noisy, atol=1e-5)
 

@@ -10,7 +10,7 @@ import pytest
 
 from progre.data import espeak
 from progre.data.synth import resample_to_16k
-from progre.downstream.speech_metrics import (dtw_path, envelope_to_mel_cepstrum, mcd, mcd_of_cepstra, mel_cepstrum,
+from progre.downstream.speech_quality import (dtw_path, envelope_to_mel_cepstrum, mcd, mcd_of_cepstra, mel_cepstrum,
                                               pesq_wb, si_sdr, si_sdr_improvement, stoi)
 
 

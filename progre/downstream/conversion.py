@@ -28,20 +28,21 @@ import soundfile as sf
 import torch
 from torch import Tensor, nn
 
-from ..data.shards import Shards
+from ..data.corpus import SPLITS
 from ..features.world import (ENVELOPE_DIM, WorldFeatures, analyse, convert_f0, log_f0_stats, synthesise,
                               world_num_frames)
 from ..fingerprint import code_fingerprint
 from ..frames import SAMPLE_RATE
 from ..io import cached_object
 from ..log import logger
-from .data import Examples
+from .error_rates import char_error_rate
+from .head_data import Examples
 from .heads import BiLSTMHead
 from .judges import JUDGE_CODE
-from .metrics import char_error_rate
 from .recipes import Recipe
-from .speech_metrics import mcd_of_cepstra, mel_cepstrum
-from .tasks import SPLITS, Prepared, Task, TaskSkipped
+from .rows import AUDIO_COLUMNS, CorpusAudio
+from .speech_quality import mcd_of_cepstra, mel_cepstrum
+from .tasks import Prepared, Task, TaskSkipped
 from .transcripts import normalize_transcript
 
 APERIODICITY_DIM = 1
@@ -88,27 +89,31 @@ class VoiceConversion(Task):
     metric = "mcd"
     selection_metric = "l1"
     higher_is_better = False
-    columns = ("speaker", "text", "noise", "shard", "flac_offset", "flac_bytes")
+    columns = ("speaker", "text", "noise", *AUDIO_COLUMNS)
     pooled = False
     recipe_name = "vc"
-    states = "clean"
+    writes_examples = True
 
-    def __init__(self, shards: Shards, target: Optional[str], judges: Callable[[], Any], cache: Optional[Path] = None,
-                 seed: int = 0):
+    def __init__(self, target: Optional[str], judges: Callable[[], Any], seed: int = 0):
         """target: the target speaker (None: the first speaker, sorted, with clean training and valid utterances);
-        judges: gives the `Judges` (trained on first use), those of `seed`; cache: a folder where the
-        WORLD analyses and the reference row, the same for every upstream, are kept (None: computed
-        every time)."""
-        self.shards, self.target, self.judges_of, self.cache, self.seed = shards, target, judges, cache, seed
+        judges: gives the `Judges` (trained on first use), those of `seed`."""
+        self.target, self.judges_of, self.seed = target, judges, seed
+        self.audio: Optional[CorpusAudio] = None
+        """The corpus's audio, given to `prepare`; its cache folder keeps the WORLD analyses and the
+        reference row, the same for every upstream (no folder: computed every time)."""
         self.stats: Optional[tuple[Tensor, Tensor]] = None
 
     def before_fitting(self) -> None:
         self.judges_of()  # trained (or read from the cache) once, not in every worker that scores a fit
 
     def _wav(self, row: dict[str, Any]) -> np.ndarray:
-        return self.shards.read_audio(row["shard"], row["flac_offset"], row["flac_bytes"])
+        assert self.audio is not None, "VC reads audio only after prepare"
+        return self.audio.read(row)
 
-    def prepare(self, rows: dict[str, list[dict[str, Any]]]) -> Prepared:
+    def prepare(self, rows: dict[str, list[dict[str, Any]]], audio: Optional[CorpusAudio] = None) -> Prepared:
+        if audio is None:
+            raise ValueError("VC reads the utterances' audio: prepare needs a CorpusAudio")
+        self.audio = audio
         notes = []
         clean = {s: [r for r in rows[s] if r.get("speaker") and not r.get("noise")] for s in SPLITS}
         speakers = sorted({r["speaker"] for s in SPLITS for r in clean[s]})
@@ -153,11 +158,11 @@ class VoiceConversion(Task):
         return compute() if path is None else cached_object(path, compute)[0]
 
     def _cache_path(self, kind: str, code: list[str], extra: Any) -> Optional[Path]:
-        if self.cache is None:
+        if self.audio is None or self.audio.cache is None:
             return None
-        key = hashlib.sha256(json.dumps({"corpus": self.shards.fingerprint, "code": code_fingerprint(code),
+        key = hashlib.sha256(json.dumps({"corpus": self.audio.fingerprint, "code": code_fingerprint(code),
                                          "extra": extra}, sort_keys=True).encode()).hexdigest()[:16]
-        return Path(self.cache) / f"vc-{kind}-{key}.pt"
+        return Path(self.audio.cache) / f"vc-{kind}-{key}.pt"
 
     def _sources(self, rows, clean, target: str, others: list[str],
                  world: dict[str, WorldFeatures]) -> tuple[Examples, list[str]]:
@@ -223,7 +228,7 @@ class VoiceConversion(Task):
             return self._judge(examples.references,
                                [synthesise(analyse(s.wav), len(s.wav)) for s in examples.references])
         path = self._cache_path("reference", [*JUDGE_CODE, "progre.features.world", "progre.downstream.conversion",
-                                              "progre.downstream.speech_metrics"],
+                                              "progre.downstream.speech_quality"],
                                 {"target": self.target, "seed": self.seed, "sources": examples.keys})
         if path is None:
             return compute()

@@ -29,14 +29,16 @@ import soundfile as sf
 import torch
 from torch import Tensor, nn
 
+from ..data.corpus import SPLITS
 from ..data.noise import NoisyMixer
 from ..data.shards import Shards
 from ..frames import MODEL_HOP, SAMPLE_RATE, num_frames
-from .data import Examples
+from .head_data import Examples
 from .heads import BiLSTMHead
 from .recipes import Recipe
-from .speech_metrics import pesq_wb, si_sdr, si_sdr_improvement, stoi
-from .tasks import SPLITS, Prepared, Task, TaskSkipped
+from .rows import AUDIO_COLUMNS, CorpusAudio
+from .speech_quality import pesq_wb, si_sdr, si_sdr_improvement, stoi
+from .tasks import NoisyAudio, Prepared, Task, TaskSkipped
 
 N_FFT = 512
 BINS = N_FFT // 2 + 1
@@ -102,16 +104,19 @@ class SpeechEnhancement(Task):
     metric = "pesq"
     selection_metric = "si_sdri"
     higher_is_better = True
-    columns = ("noise", "shard", "flac_offset", "flac_bytes")
+    columns = ("noise", *AUDIO_COLUMNS)
     pooled = False
     recipe_name = "se"
-    states = "noisy"
+    writes_examples = True
 
-    def __init__(self, shards: Shards, noisy: Callable[[str, np.ndarray], np.ndarray], identity: dict[str, Any]):
-        """noisy(key, clean) -> what the upstream hears; `identity` describes it (for the cache key)."""
-        self.shards, self.noisy, self.identity = shards, noisy, identity
+    def __init__(self, noisy: NoisyAudio):
+        """noisy: what the upstream hears of each clean utterance (`mixer_view`, `paired_view`)."""
+        self.noisy: NoisyAudio = noisy
 
-    def prepare(self, rows: dict[str, list[dict[str, Any]]]) -> Prepared:
+    def prepare(self, rows: dict[str, list[dict[str, Any]]], audio: Optional[CorpusAudio] = None) -> Prepared:
+        """Pairs of each clean utterance (read by `audio`) and what the upstream hears of it."""
+        if audio is None:
+            raise ValueError("SE reads the utterances' audio: prepare needs a CorpusAudio")
         notes = []
         mixed = {s: [r for r in rows[s] if r.get("noise")] for s in SPLITS}
         if sum(len(v) for v in mixed.values()):
@@ -123,8 +128,8 @@ class SpeechEnhancement(Task):
             for row in rows[split]:
                 if row.get("noise"):
                     continue
-                clean = self.shards.read_audio(row["shard"], row["flac_offset"], row["flac_bytes"])
-                pairs.append(Pair(row["key"], clean, self.noisy(row["key"], clean)))
+                clean = audio.read(row)
+                pairs.append(Pair(row["key"], clean, self.noisy.mix(row["key"], clean)))
             splits[split] = Examples([p.key for p in pairs], [_target(p) for p in pairs], pairs)
         if not len(splits["train"]):
             raise TaskSkipped("no clean training utterance to mix noise into")
@@ -198,21 +203,22 @@ def _unscored(scores: dict[str, list[float]]) -> dict[str, float]:
             for name, values in scores.items() if not all(np.isfinite(v) for v in values)}
 
 
-def mixer_view(mixer: NoisyMixer) -> tuple[Callable[[str, np.ndarray], np.ndarray], dict[str, Any]]:
-    """(noisy(key, clean), identity) of on-the-fly mixing."""
-    return (lambda key, clean: mixer.mix(key, clean)[0]), mixer.describe()
+def mixer_view(mixer: NoisyMixer) -> NoisyAudio:
+    """What the upstream hears with noise mixed in on the fly."""
+    return NoisyAudio(lambda key, clean: mixer.mix(key, clean)[0], mixer.describe())
 
 
-def paired_view(noisy_shards: Shards) -> tuple[Callable[[str, np.ndarray], np.ndarray], dict[str, Any]]:
-    """(noisy(key, clean), identity) of a noisy corpus sharded with the same keys (VoiceBank-DEMAND)."""
-    rows = {r["key"]: r for r in noisy_shards.rows(columns=("key", "shard", "flac_offset", "flac_bytes"))}
+def paired_view(noisy_shards: Shards) -> NoisyAudio:
+    """What the upstream hears from a noisy corpus sharded with the same keys (VoiceBank-DEMAND)."""
+    audio = CorpusAudio.of(noisy_shards)
+    rows = {r["key"]: r for r in noisy_shards.rows(columns=("key", *AUDIO_COLUMNS))}
 
     def noisy(key: str, clean: np.ndarray) -> np.ndarray:
         if key not in rows:
             raise TaskSkipped(f"the noisy corpus {noisy_shards.folder} has no utterance {key}")
-        wav = noisy_shards.read_audio(rows[key]["shard"], rows[key]["flac_offset"], rows[key]["flac_bytes"])
+        wav = audio.read(rows[key])
         if len(wav) != len(clean):
             raise TaskSkipped(f"{key}: {len(wav)} noisy samples but {len(clean)} clean ones")
         return wav
 
-    return noisy, {"noisy_corpus": noisy_shards.fingerprint}
+    return NoisyAudio(noisy, {"noisy_corpus": noisy_shards.fingerprint})

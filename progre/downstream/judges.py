@@ -24,16 +24,19 @@ from ..data.shards import Shards, Utterance
 from ..fingerprint import code_fingerprint
 from ..io import cached_object
 from ..log import logger
-from .data import FrameSplit, PooledSplit, StateTable, state_statistics, utterance_means
 from .featurizer import Featurizer
+from .head_data import FrameSplit, PooledSplit, StateTable, state_statistics, utterance_means
+from .head_fit import DownstreamModel, FitSettings, fit
 from .recipes import DEMO
-from .tasks import SPLITS, SpeechRecognition, UtteranceClassification
-from .train import DownstreamModel, FitSettings, fit
+from .rows import split_rows
+from .tasks import SpeechRecognition, UtteranceClassification
 from .upstreams import MFCC_CODE, MfccExtractor, cached_hidden_states, parse_upstream
 
 JUDGE_CODE = MFCC_CODE + ("progre.downstream.judges", "progre.downstream.tasks", "progre.downstream.transcripts",
-                          "progre.downstream.train", "progre.downstream.heads", "progre.downstream.recipes",
-                          "progre.downstream.data", "progre.downstream.featurizer", "progre.downstream.ctc")
+                          "progre.downstream.head_fit", "progre.downstream.heads", "progre.downstream.recipes",
+                          "progre.downstream.head_data", "progre.downstream.featurizer", "progre.downstream.ctc",
+                          "progre.downstream.rows", "progre.downstream.error_rates")
+"""The modules whose code trains the judges (their fingerprint is part of the judges' cache key)."""
 
 
 @dataclass
@@ -89,9 +92,7 @@ def train_judges(shards: Shards, cache: Path, seed: int, device: torch.device) -
     mean, std = state_statistics(hidden, shards.keys("train"), False)
     normalizer = Featurizer(hidden.num_states, hidden.dim, False, mean, std)
     table = StateTable(hidden, shards.keys(), normalizer.normalize)
-    rows: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
-    for row in shards.rows(columns=("key", "split", "speaker", "text")):
-        rows[row["split"]].append(row)
+    rows = split_rows(shards, ("speaker", "text"))  # as the evaluation builds its tasks' rows
     speaker_task = UtteranceClassification("sid", "speaker judge", "speaker", "speaker", "sid")
     speakers = speaker_task.prepare(rows)
     means = utterance_means(table, [k for ex in speakers.splits.values() for k in ex.keys])

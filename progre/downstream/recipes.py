@@ -1,5 +1,6 @@
-"""Evaluation protocols: per task, the head's size and the training schedule, and how hidden states
-are normalised before the learned weighted sum.
+"""Recipe books: per task, the head's size and the training schedule (a `Recipe`), and how hidden
+states are normalised before the learned weighted sum. The `evaluate.protocol` param names the book
+an evaluation follows (`RECIPE_BOOKS`):
 
 - ``demo``: sized for the built-in corpus on 2 CPU cores (17 minutes of training audio): small heads,
   schedules in epochs with early stopping, every hidden state standardised with its training-frame
@@ -11,7 +12,7 @@ are normalised before the learned weighted sum.
   the learning rate searched over a log grid (SUPERB tuned only the learning rate per upstream and
   task).
 
-A protocol's values can be overridden per run from the `evaluate` params (`lr`, `batch_size`,
+A book's values can be overridden per run from the `evaluate` params (`lr`, `batch_size`,
 `max_epochs`, `patience`, `standardize`, `layer_norm`, `asr_hidden`, `asr_layers`).
 """
 
@@ -52,7 +53,10 @@ class Recipe:
 
 
 @dataclass(frozen=True)
-class Protocol:
+class RecipeBook:
+    """The recipe of every task, and the normalisation of hidden states, of one evaluation protocol:
+    `name` is the value of `evaluate.protocol` that picks it (recorded in each task's metrics.json)."""
+
     name: str
     standardize: bool
     """Standardise every hidden state per dimension with its training-frame mean and std."""
@@ -69,7 +73,7 @@ class Protocol:
 LOG_GRID = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5)
 """SUPERB's learning-rate search: five log-spaced rates (s3prl issue #120)."""
 
-DEMO = Protocol("demo", standardize=True, layer_norm=False, recipes={
+DEMO = RecipeBook("demo", standardize=True, layer_norm=False, recipes={
     # linear heads on utterance means: seconds per fit
     "sid": Recipe(lrs=(1e-2, 1e-3), batch_size=16, max_epochs=100, patience=10),
     "er": Recipe(lrs=(1e-2, 1e-3), batch_size=16, max_epochs=100, patience=10),
@@ -85,7 +89,7 @@ DEMO = Protocol("demo", standardize=True, layer_norm=False, recipes={
     "vc": Recipe(lrs=(3e-3,), batch_size=4, max_epochs=60, patience=10, hidden=128, layers=1),
 })
 
-SUPERB = Protocol("superb", standardize=False, layer_norm=False, recipes={
+SUPERB = RecipeBook("superb", standardize=False, layer_norm=False, recipes={
     "sid": Recipe(lrs=LOG_GRID, batch_size=32, max_steps=200_000, eval_every=5_000, projection=256),
     "er": Recipe(lrs=LOG_GRID, batch_size=32, max_steps=30_000, eval_every=1_000, projection=256),
     "cls": Recipe(lrs=LOG_GRID, batch_size=32, max_steps=30_000, eval_every=1_000, projection=256),
@@ -114,21 +118,22 @@ SUPERB_SOURCES = {
           "target's valid utterances (s3prl picks the step by test MCD)",
 }
 
-PROTOCOLS = {p.name: p for p in (DEMO, SUPERB)}
+RECIPE_BOOKS = {book.name: book for book in (DEMO, SUPERB)}
+"""The recipe books by name: the values `evaluate.protocol` takes."""
 
 
-def with_overrides(protocol: Protocol, *, lrs: Optional[tuple[float, ...]] = None, batch_size: Optional[int] = None,
+def with_overrides(book: RecipeBook, *, lrs: Optional[tuple[float, ...]] = None, batch_size: Optional[int] = None,
                    max_epochs: Optional[int] = None, patience: Optional[int] = None,
                    standardize: Optional[bool] = None, layer_norm: Optional[bool] = None,
-                   asr_hidden: Optional[int] = None, asr_layers: Optional[int] = None) -> Protocol:
-    """The protocol with the given values (None: keep the protocol's) in every task's recipe."""
+                   asr_hidden: Optional[int] = None, asr_layers: Optional[int] = None) -> RecipeBook:
+    """The book with the given values (None: keep the book's) in every task's recipe."""
     recipes = {}
-    for task, recipe in protocol.recipes.items():
+    for task, recipe in book.recipes.items():
         changes = {k: v for k, v in dict(lrs=lrs, batch_size=batch_size, patience=patience).items() if v is not None}
         if max_epochs is not None:
             changes |= {"max_epochs": max_epochs, "max_steps": None, "eval_every": None}
         if task == "asr":
             changes |= {k: v for k, v in dict(hidden=asr_hidden, layers=asr_layers).items() if v is not None}
         recipes[task] = replace(recipe, **changes)
-    return Protocol(protocol.name, protocol.standardize if standardize is None else standardize,
-                    protocol.layer_norm if layer_norm is None else layer_norm, recipes)
+    return RecipeBook(book.name, book.standardize if standardize is None else standardize,
+                      book.layer_norm if layer_norm is None else layer_norm, recipes)

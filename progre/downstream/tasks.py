@@ -9,37 +9,41 @@
 | LID | language | utterance mean | linear | accuracy |
 | `cls:COLUMN` | any categorical column | utterance mean | linear | accuracy |
 
-SID, ER and LID are rows of `CLASSIFICATION_TASKS`; `cls:COLUMN` makes the same task of any other
-metadata column (`cls:accent`, `cls:gender`), named ``cls-COLUMN`` in outputs. Each task lists the
-metadata `columns` it reads.
+SID, ER, LID and `cls:COLUMN` are one task, `UtteranceClassification`, on different columns
+(`registry` builds each by name; SE and VC live in `enhancement` and `conversion`). Each task lists
+the metadata `columns` it reads.
 
-`Task.prepare` turns the metadata rows of the three splits into `Examples`, or raises `TaskSkipped`
-with the reason when the corpus lacks what the task needs. Utterances that cannot be used (no
-label; a class absent from train, which a closed-set classifier cannot predict; a language eSpeak
-cannot phonemise) are dropped, counted and reported in `Prepared.notes`.
+`Task` declares every member the evaluation reads, with defaults where a task may leave one out.
+`Task.prepare` turns the index rows of the three splits (`rows.split_rows`; a task that reads audio
+gets a `rows.CorpusAudio` too) into `Examples`, or raises `TaskSkipped` with the reason when the
+corpus lacks what the task needs. Utterances that cannot be used (no label; a class absent from
+train, which a closed-set classifier cannot predict; a language eSpeak cannot phonemise) are
+dropped, counted and reported in `Prepared.notes`.
 """
 
 from __future__ import annotations
 
-import re
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..data.corpus import SPLITS
 from .ctc import ctc_greedy_decode, ctc_loss, ctc_min_frames
-from .data import Examples
+from .error_rates import accuracy, char_error_rate, phone_error_rate, word_error_rate
+from .head_data import Examples
 from .heads import BiLSTMHead, LinearHead
-from .metrics import accuracy, char_error_rate, phone_error_rate, word_error_rate
 from .recipes import Recipe
+from .rows import CorpusAudio
 from .transcripts import join_words, normalize_transcript, unspaced_scripts_in, written_with_word_spaces
 
-SPLITS = ("train", "valid", "test")
 SILENCE = "sil"
 TARGET_FRAME_RATE = 50
 """The ASR head stacks faster frames (MFCC's 100 Hz) to about this rate."""
@@ -47,14 +51,6 @@ TARGET_FRAME_RATE = 50
 
 class TaskSkipped(Exception):
     """The corpus lacks what the task needs; the message says what."""
-
-
-CLASSIFICATION_TASKS = {"sid": ("SID", "speaker", "speaker"), "er": ("ER", "style", "style"),
-                        "lid": ("LID", "language", "language")}
-"""Utterance classification tasks by name: (title, metadata column, what one class is called)."""
-CLASSIFY_PREFIX = "cls:"
-"""`cls:COLUMN` names the classification of any categorical metadata column."""
-COLUMN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
 
 
 @dataclass
@@ -67,31 +63,50 @@ class Prepared:
     """One line per group of dropped utterances."""
 
 
+@dataclass(frozen=True)
+class NoisyAudio:
+    """What the upstream hears in place of a clean utterance: `mix(key, clean)`, and what identifies
+    that audio (the mixer's settings, or the noisy corpus's fingerprint) in the hidden-state cache key."""
+
+    mix: Callable[[str, np.ndarray], np.ndarray]
+    identity: dict[str, Any]
+
+
 # --------------------------------------------------------------------------- tasks
 
 
 class Task(ABC):
-    """What every task defines; see the subclasses."""
+    """What every task defines; see the subclasses. The members without a default are the ones each
+    task sets; the evaluation reads only what is declared here."""
 
     name: str
     title: str
     metric: str
-    """Key of the main metric in `score`'s result (reported on test)."""
+    """Key of the main metric in `final_score`'s result (reported on test)."""
     selection_metric: str
-    """Key of the metric that picks the epoch on valid."""
+    """Key of the metric that picks the epoch (and the learning rate) on valid."""
     higher_is_better: bool
     columns: tuple[str, ...]
     """Metadata columns `prepare` reads (besides key and split)."""
     pooled: bool
     """True: the head reads utterance means (B, S, D); False: frames (B, T, S, D)."""
     recipe_name: str
-    """Which recipe of the protocol (`recipes.py`) sizes and schedules the head."""
-    states: str = "clean"
-    """Whose hidden states the head reads: "clean" (the corpus), or "noisy" (what `audio_view` hears)."""
+    """Which recipe of the recipe book (`recipes.py`) sizes and schedules the head."""
+    noisy: Optional[NoisyAudio] = None
+    """What the upstream hears instead of the corpus's own audio (SE's noisy speech); None: the corpus's."""
+    writes_examples: bool = False
+    """Whether the task makes audio: its record then holds a few examples (`write_examples`) and the
+    scores of its reference row (`reference_scores`); other tasks' records hold neither key."""
+
+    @property
+    def states(self) -> str:
+        """Whose hidden states the head reads: "clean" (of the corpus's audio) or "noisy" (of `noisy`'s)."""
+        return "clean" if self.noisy is None else "noisy"
 
     @abstractmethod
-    def prepare(self, rows: dict[str, list[dict[str, Any]]]) -> Prepared:
-        """Index rows of each split -> labelled examples; TaskSkipped when the labels are missing."""
+    def prepare(self, rows: dict[str, list[dict[str, Any]]], audio: Optional[CorpusAudio] = None) -> Prepared:
+        """Index rows of each split -> labelled examples; TaskSkipped when the labels are missing. `audio`
+        reads a row's audio, for the tasks that read it (SE, VC: they list `rows.AUDIO_COLUMNS`)."""
 
     @abstractmethod
     def head(self, dim: int, outputs: int, frame_rate: int, recipe: Recipe) -> nn.Module:
@@ -130,6 +145,18 @@ class Task(ABC):
         utterance has), and how many were dropped."""
         return examples, 0
 
+    def write_examples(self, predict: Callable[[list[str]], list[Any]], examples: Examples,
+                       folder: Path) -> list[dict[str, Any]]:
+        """Write a few test examples of what the head makes into `folder` (`predict(keys)` gives the
+        head's predictions of those test utterances); returns a record of each. Only tasks that
+        `writes_examples` write any."""
+        return []
+
+    def reference_scores(self, examples: Examples) -> dict[str, float]:
+        """Test scores of the reference row (the task's input without a head: SE's noisy speech); only
+        tasks that `writes_examples` have one."""
+        return {}
+
 
 class UtteranceClassification(Task):
     """Mean pooling + linear over the values of one index column (closed set: the train classes)."""
@@ -143,7 +170,7 @@ class UtteranceClassification(Task):
         self.recipe_name = recipe_name
         self.columns = (column,)
 
-    def prepare(self, rows: dict[str, list[dict[str, Any]]]) -> Prepared:
+    def prepare(self, rows: dict[str, list[dict[str, Any]]], audio: Optional[CorpusAudio] = None) -> Prepared:
         notes = []
         rows = {s: [{"key": r["key"], self.column: self._label(r.get(self.column))} for r in rows[s]] for s in SPLITS}
         unlabelled = {s: [r for r in rows[s] if not r.get(self.column)] for s in SPLITS}
@@ -233,7 +260,7 @@ class PhoneRecognition(CtcTask):
         that language; phonemize(text, voice) gives the phones."""
         self.phonemize, self.voice_for = phonemize, voice_for
 
-    def prepare(self, rows: dict[str, list[dict[str, Any]]]) -> Prepared:
+    def prepare(self, rows: dict[str, list[dict[str, Any]]], audio: Optional[CorpusAudio] = None) -> Prepared:
         notes = []
         phones: dict[str, dict[str, list[str]]] = {s: {} for s in SPLITS}
         missing: dict[str, list] = {s: [] for s in SPLITS}
@@ -300,7 +327,7 @@ class SpeechRecognition(CtcTask):
         self.words = True
         """Whether WER is reported (set by `prepare` from the training transcripts)."""
 
-    def prepare(self, rows: dict[str, list[dict[str, Any]]]) -> Prepared:
+    def prepare(self, rows: dict[str, list[dict[str, Any]]], audio: Optional[CorpusAudio] = None) -> Prepared:
         notes = []
         texts = {s: {r["key"]: normalize_transcript(r.get("text") or "") for r in rows[s]} for s in SPLITS}
         missing = {s: [k for k, t in texts[s].items() if not t] for s in SPLITS}
@@ -349,22 +376,6 @@ def token_vocabulary(train: Iterable[Sequence[str]], others: Iterable[Sequence[s
     vocabulary = sorted({t for seq in train for t in seq})
     ids = {t: i + 1 for i, t in enumerate(vocabulary)}
     return vocabulary, ids, Counter(t for seq in others for t in seq if t not in ids)
-
-
-def make_task(name: str, phonemize: Callable[[str, str], list[str]],
-              voice_for: Callable[[Optional[str]], Optional[str]]) -> Task:
-    """The task called `name`: "pr", "asr", a name of `CLASSIFICATION_TASKS` ("sid", "er", "lid") or
-    "cls:COLUMN". PR phonemises with `phonemize` and `voice_for` (see `PhoneRecognition`)."""
-    if name in CLASSIFICATION_TASKS:
-        title, column, what = CLASSIFICATION_TASKS[name]
-        return UtteranceClassification(name, title, column, what, name if name in ("sid", "er") else "cls")
-    if name.startswith(CLASSIFY_PREFIX) and COLUMN_NAME.fullmatch(column := name[len(CLASSIFY_PREFIX):]):
-        return UtteranceClassification(f"cls-{column}", column, column, f"{column} value", "cls")
-    if name == "pr":
-        return PhoneRecognition(phonemize, voice_for)
-    if name == "asr":
-        return SpeechRecognition()
-    raise ValueError(f"unknown task {name!r}")
 
 
 def _language(value: Any) -> Optional[str]:

@@ -1,4 +1,5 @@
-"""Downstream metrics: edit distance, phone / word / character error rate, accuracy.
+"""Error rates and accuracy of the text and class tasks (PR, ASR, SID, ER, LID): edit distance, phone /
+word / character error rate, accuracy.
 
 Error rates are corpus-level: the total edit distance over all utterances divided by the total
 reference length (not a mean of per-utterance rates), as in sclite and SUPERB.

@@ -3,7 +3,8 @@ the best valid score (early stopping after `patience` epochs without improvement
 the weights of that epoch.
 
 Seeded (head initialisation and batch order), and deterministic on the CPU: the same seed and
-inputs give the same weights and scores.
+inputs give the same weights and scores. One fit at a time: which fits an evaluation runs, and
+when, is `fits`.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from ..log import progress_bar
-from .data import HeadBatch, FrameSplit, PooledSplit
 from .featurizer import Featurizer
+from .head_data import FrameSplit, HeadBatch, PooledSplit
 from .tasks import Task
 
 Split = Union[FrameSplit, PooledSplit]

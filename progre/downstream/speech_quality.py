@@ -1,4 +1,5 @@
-"""Per-utterance metrics of the speech enhancement (SE) and voice conversion (VC) tasks.
+"""Speech quality of the audio the speech enhancement (SE) and voice conversion (VC) tasks make: per-utterance
+metrics.
 
 SE, as SUPERB scores VoiceBank-DEMAND (all on 16 kHz mono float arrays of equal length):
 

@@ -1,0 +1,115 @@
+"""The task registry: every task `progre evaluate` runs, built by its name in `evaluate.tasks`.
+
+`build_task(name, options)` gives the task of a name of `progre.downstream.TASKS` (`BUILDERS`) or
+`cls:COLUMN`, with what it needs from the evaluation's options: PR's eSpeak NG voices, SE's noisy
+audio (a noisy shard folder with the same keys, or noise mixed in on the fly: the demo's coloured
+noise or a folder of recordings) and VC's target speaker and judges. Building a task reads no audio
+and trains nothing (the VC judges are trained, or read from the cache, when VC first needs them).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from ..data.noise import ColouredNoiseSource, NoiseFolder, NoisyMixer
+from ..data.shards import Shards
+from ..errors import UserError
+from . import TASKS
+from .conversion import VoiceConversion
+from .enhancement import SpeechEnhancement, mixer_view, paired_view
+from .judges import Judges, cached_judges
+from .tasks import NoisyAudio, PhoneRecognition, SpeechRecognition, Task, UtteranceClassification
+
+CLASSIFICATION_TASKS = {"sid": ("SID", "speaker", "speaker"), "er": ("ER", "style", "style"),
+                        "lid": ("LID", "language", "language")}
+"""Utterance classification tasks by name: (title, metadata column, what one class is called)."""
+CLASSIFY_PREFIX = "cls:"
+"""`cls:COLUMN` names the classification of any categorical metadata column."""
+COLUMN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """What building a task may need besides its name: the evaluation's options for PR, SE and VC
+    (`EvaluationSettings.task_options` fills them), and the corpus, cache folder and device that SE's
+    noisy corpus is checked against and the VC judges are trained with."""
+
+    shards: Shards
+    cache: Path
+    device: torch.device
+    seed: int
+    """Seeds SE's noise mixtures and the VC judges."""
+    phonemize_voice: str
+    se_noise: str
+    se_snr_db: tuple[float, float]
+    se_noisy: Optional[str]
+    vc_target: Optional[str]
+
+
+def _classification(name: str) -> Callable[[TaskOptions], Task]:
+    title, column, what = CLASSIFICATION_TASKS[name]
+    recipe = name if name in ("sid", "er") else "cls"
+    return lambda options: UtteranceClassification(name, title, column, what, recipe)
+
+
+def _phone_recognition(options: TaskOptions) -> Task:
+    from ..data.espeak import phonemize, voice_for_language
+
+    def voice_for(language: Optional[str]) -> Optional[str]:
+        """The utterance's language picks the voice; utterances without one get `phonemize_voice`."""
+        return options.phonemize_voice if language is None else voice_for_language(language)
+
+    return PhoneRecognition(phonemize, voice_for)
+
+
+def noisy_audio(options: TaskOptions) -> NoisyAudio:
+    """What SE's upstream hears: a noisy corpus with the same keys (`se_noisy`), or noise mixed in on the
+    fly (`se_noise`: "demo", the demo's coloured noise, or a folder of recordings)."""
+    if options.se_noisy is not None:
+        noisy = Shards(options.se_noisy)
+        if noisy.fingerprint != options.shards.fingerprint:
+            raise UserError(f"evaluate.se_noisy: {options.se_noisy} does not hold the same keys and lengths as "
+                            f"{options.shards.folder}; shard the noisy and the clean folders of one dataset")
+        return paired_view(noisy)
+    source = ColouredNoiseSource() if options.se_noise == "demo" else NoiseFolder(options.se_noise)
+    return mixer_view(NoisyMixer(source, options.seed, *options.se_snr_db))
+
+
+def _voice_conversion(options: TaskOptions) -> Task:
+    judges: list[Judges] = []
+
+    def judges_of() -> Judges:  # trained (or read from the cache) only when VC first needs them
+        if not judges:
+            judges.append(cached_judges(options.shards, options.cache, options.seed, options.device))
+        return judges[0]
+
+    return VoiceConversion(options.vc_target, judges_of, options.seed)
+
+
+BUILDERS: dict[str, Callable[[TaskOptions], Task]] = {
+    "sid": _classification("sid"),
+    "pr": _phone_recognition,
+    "asr": lambda options: SpeechRecognition(),
+    "er": _classification("er"),
+    "se": lambda options: SpeechEnhancement(noisy_audio(options)),
+    "vc": _voice_conversion,
+    "lid": _classification("lid"),
+}
+"""The builder of each task name of `TASKS`, in their order."""
+
+
+def build_task(name: str, options: TaskOptions) -> Task:
+    """The task called `name`: one of `TASKS`, or "cls:COLUMN" (classification of the metadata column
+    COLUMN, named "cls-COLUMN" in outputs). Any other name is a ValueError that lists the known ones."""
+    if name in BUILDERS:
+        return BUILDERS[name](options)
+    if name.startswith(CLASSIFY_PREFIX) and COLUMN_NAME.fullmatch(column := name[len(CLASSIFY_PREFIX):]):
+        return UtteranceClassification(f"cls-{column}", column, column, f"{column} value", "cls")
+    raise ValueError(f"unknown task {name!r}: the tasks are {', '.join(TASKS)} and {CLASSIFY_PREFIX}COLUMN "
+                     f"(COLUMN: letters, digits, _ and -)")
