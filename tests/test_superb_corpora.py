@@ -78,8 +78,9 @@ def test_voxceleb1_in_s3prl_dev_and_test_folders_with_the_split_file_elsewhere(t
     split_file = tmp_path / "meta" / "iden_split.txt"
     split_file.parent.mkdir()
     split_file.write_text(VOXCELEB1_SPLIT)
-    _one_line_error(r"iden_split.txt does not exist.*--metadata", read_corpus, root, "voxceleb1")
-    items, rejects = read_corpus(root, "voxceleb1", split_file)
+    assert detect_format(root) == "voxceleb1"
+    _one_line_error(r"iden_split.txt does not exist.*--metadata", read_corpus, root)
+    items, rejects = read_corpus(root, metadata=split_file)
     assert [(i.key, i.meta["split"]) for i in items][:2] == [("id10001_1zcIwhmdeo4_00001", "train"),
                                                              ("id10001_7w0IBEWc9Qw_00001", "train")]
     assert {i.path.parts[-5] for i in items} == {"dev", "test"}

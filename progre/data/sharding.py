@@ -6,6 +6,9 @@ configured bit depth) and ``<key>.json`` (all its metadata). Items are written i
 corpus and parameters give byte-identical shards. A shard is written under a temporary name
 and renamed when complete.
 
+With `ShardSettings.lexicon`, utterances with a transcript get phones from lexicon files first
+(`lexicon.py`), and the summary reports the words the files lack.
+
 Decoding, checks, resampling and FLAC encoding run in a process pool; results come back in
 input order, so the output does not depend on worker timing and memory stays flat.
 """

@@ -75,7 +75,9 @@ def _voxceleb1_wav_folders(root: Path) -> list[Path]:
 
 
 def is_voxceleb1(root: Path) -> bool:
-    return (root / VOXCELEB1_SPLIT_FILE).is_file() and bool(_voxceleb1_wav_folders(root))
+    """A wav/ folder (or dev/wav, test/wav) of idNNNNN speaker folders."""
+    return any(next(folder.glob("id[0-9][0-9][0-9][0-9][0-9]"), None) is not None
+               for folder in _voxceleb1_wav_folders(root))
 
 
 def read_voxceleb1(root: Path, split_file: Path | None = None) -> Items:
