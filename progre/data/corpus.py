@@ -1,6 +1,6 @@
 """Corpus readers: find the utterances of a corpus and their metadata, without decoding audio.
 
-Four layouts are understood:
+These layouts are understood:
 
 - LibriSpeech: ``[subset/]speaker/chapter/*.flac`` with ``speaker-chapter.trans.txt``; the split
   comes from the subset name (train-* -> train, dev-* -> valid, test-* -> test).
@@ -15,6 +15,9 @@ Four layouts are understood:
   then the word-segmented Chinese text); the split comes from the folder under ``wav/``, the
   speaker from the one below, and the language is ``zh``. Audio without a transcript line is kept
   without text; a transcript line without audio is a reject.
+
+SUPERB's corpora as published (VoxCeleb1, IEMOCAP, VoiceBank-DEMAND's clean and noisy sides, VCC2020
+task 1) are read by `superb_corpora`, with the splits and labels of s3prl's recipes.
 
 Readers yield `CorpusItem`s and report unusable rows as `Reject`s; nothing is dropped silently.
 """
@@ -79,13 +82,19 @@ AISHELL_LANGUAGE = "zh"
 
 
 def detect_format(corpus: Path) -> str:
-    """librispeech, aishell, folder or manifest, from what the path looks like."""
+    """librispeech, aishell, a SUPERB corpus (voxceleb1, iemocap, voicebank, vcc2020), folder or manifest,
+    from what the path looks like (voicebank_noisy is never guessed: it is asked for)."""
+    from .superb_corpora import DETECTORS  # here: superb_corpora builds on this module's items
+
     if corpus.is_file():
         if corpus.suffix == ".tsv":
             return "manifest"
         raise UserError(f"{corpus}: expected a folder or a fairseq .tsv manifest")
     if (corpus / "wav").is_dir() and next(corpus.glob(AISHELL_TRANSCRIPTS), None) is not None:
         return "aishell"
+    for name, looks_like in DETECTORS:
+        if looks_like(corpus):
+            return name
     if next(corpus.rglob("*.trans.txt"), None) is not None:
         return "librispeech"
     return "folder"
@@ -93,7 +102,10 @@ def detect_format(corpus: Path) -> str:
 
 def read_corpus(corpus: Path, input_format: str = "auto", metadata: Path | None = None,
                 default_split: str = "train") -> tuple[list[CorpusItem], list[Reject]]:
-    """All items of a corpus (sorted by split, then key) and the rows that cannot be used."""
+    """All items of a corpus (sorted by split, then key) and the rows that cannot be used. `metadata`: a
+    folder's metadata table, or VoxCeleb1's split file when it is not in the corpus folder."""
+    from .superb_corpora import FORMATS, read_superb_corpus  # here: it builds on this module's items
+
     corpus = Path(corpus)
     if not corpus.exists():
         raise UserError(f"input {corpus} does not exist")
@@ -108,6 +120,8 @@ def read_corpus(corpus: Path, input_format: str = "auto", metadata: Path | None 
         if metadata is None and (corpus / "metadata.parquet").is_file():
             metadata = corpus / "metadata.parquet"
         items, rejects = _read_folder(corpus, metadata, default_split)
+    elif fmt in FORMATS:
+        items, rejects = read_superb_corpus(corpus, fmt, metadata)
     else:
         raise UserError(f"unknown input format {fmt!r}")
     items, duplicates = _drop_duplicate_keys(items)

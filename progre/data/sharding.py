@@ -6,6 +6,9 @@ configured bit depth) and ``<key>.json`` (all its metadata). Items are written i
 corpus and parameters give byte-identical shards. A shard is written under a temporary name
 and renamed when complete.
 
+With `ShardSettings.lexicon`, utterances with a transcript get phones from lexicon files first
+(`lexicon.py`), and the summary reports the words the files lack.
+
 Decoding, checks, resampling and FLAC encoding run in a process pool; results come back in
 input order, so the output does not depend on worker timing and memory stays flat.
 """
@@ -32,6 +35,8 @@ from ..settings import setting
 from ..log import logger, progress_bar
 from ..parallel import ordered_map
 from .corpus import SPLITS, CorpusItem, Reject, read_corpus
+from .lexicon import add_lexicon_phones, read_lexicon
+from .superb_corpora import FORMATS as SUPERB_FORMATS
 
 TAR_MTIME = 0  # fixed member time: reruns give identical bytes
 
@@ -59,8 +64,10 @@ REJECTS_SCHEMA = pa.schema([("path", pa.string()), ("key", pa.string()), ("reaso
 class ShardSettings:
     """How a corpus becomes shards (the `shard` params section)."""
 
-    input_format: str = setting("auto", "corpus layout; auto detects it (aishell: AISHELL-1's wav/ and transcript/)",
-                                choices=("auto", "librispeech", "aishell", "folder", "manifest"))
+    input_format: str = setting("auto", "corpus layout; auto detects it (aishell: AISHELL-1's wav/ and transcript/; "
+                                        "voxceleb1, iemocap, voicebank, vcc2020: SUPERB's corpora as published); "
+                                        "voicebank_noisy, VoiceBank-DEMAND's noisy side, is never guessed",
+                                choices=("auto", "librispeech", "aishell", "folder", "manifest", *SUPERB_FORMATS))
     default_split: str = setting("train", "split for items whose corpus gives none", choices=SPLITS)
     max_shard_mb: float = setting(64.0, "upper bound of one tar shard in MB", min=0.01)
     max_shard_items: int = setting(2000, "upper bound of utterances in one tar shard", min=1)
@@ -71,6 +78,11 @@ class ShardSettings:
     max_seconds: float | None = setting(None, "longer audio is rejected (null: no limit)", min=0.025)
     silence_peak: float = setting(1e-4, "audio whose absolute peak is below this is rejected as silent", min=0.0)
     workers: int = setting(2, "decode/encode worker processes", min=1)
+    lexicon: tuple[str, ...] = setting((), "pronunciation lexicon files (lines WORD PH1 PH2 ...; the first "
+                                           "pronunciation of a word wins): every utterance with a transcript and no "
+                                           "phones gets its words' phones; words missing from them are reported and "
+                                           "leave their utterance without phones (s3prl's PR reads LibriSpeech with "
+                                           "librispeech-lexicon-200k-g2p.txt,librispeech-lexicon-allothers-g2p.txt)")
 
 
 @dataclass
@@ -201,6 +213,7 @@ def shard_corpus(corpus: Path, out_dir: Path, settings: ShardSettings,
     items, rejects = read_corpus(corpus, settings.input_format, metadata, settings.default_split)
     if not items:
         raise UserError(f"{corpus}: no usable audio found ({len(rejects)} rejected)")
+    lexicon = _add_lexicon_phones(items, settings.lexicon) if settings.lexicon else None
     logger.info("sharding %d utterances from %s (%d rejected while reading the corpus)",
                 len(items), corpus, len(rejects))
     summary = write_shards(items, rejects, out_dir, settings)
@@ -208,7 +221,24 @@ def shard_corpus(corpus: Path, out_dir: Path, settings: ShardSettings,
         reasons = ", ".join(f"{n} {reason}" for reason, n in summary["rejects_by_reason"].items())
         raise UserError(f"{corpus}: every input was rejected ({reasons}); nothing to shard")
     summary["flac_subtype"] = settings.flac_subtype
+    if lexicon is not None:
+        summary["lexicon"] = lexicon
     return summary
+
+
+def _add_lexicon_phones(items: list[CorpusItem], files: tuple[str, ...]) -> dict[str, Any]:
+    """Phones from the lexicon `files` for the items with a transcript (`lexicon.add_lexicon_phones`),
+    logged; returns the report for summary.json."""
+    report = add_lexicon_phones(items, read_lexicon(files))
+    report["files"] = list(files)
+    logger.info("lexicon: phones for %d utterances from %d words of %s", report["utterances_with_lexicon_phones"],
+                report["entries"], ", ".join(files))
+    if report["missing_words"]:
+        logger.warning("lexicon: %d words (%d occurrences) are in no lexicon file, first %s; %d utterances with them "
+                       "get no phones (listed in summary.json)", report["missing_words"],
+                       report["missing_word_occurrences"], ", ".join(report["first_missing_words"]),
+                       len(report["utterances_without_phones"]))
+    return report
 
 
 def write_shards(items: list[CorpusItem], rejects: list[Reject], out_dir: Path,
