@@ -281,7 +281,7 @@ def test_voicebank_clean_and_noisy_sides_shard_to_the_same_keys_and_pair(tmp_pat
     assert Shards(clean).fingerprint == Shards(noisy).fingerprint  # what evaluate.se_noisy checks
     assert all(m["noise"] == "demand" for m in Shards(noisy).metadata(["noise"]).values())
     assert all(m["noise"] is None for m in Shards(clean).metadata(["noise"]).values())
-    noisy_of, _ = paired_view(Shards(noisy))
+    noisy_of = paired_view(Shards(noisy)).mix
     row = next(r for r in Shards(clean).rows() if r["key"] == "p232_002")
     clean_wav = Shards(clean).read_audio(row["shard"], row["flac_offset"], row["flac_bytes"])
     assert not np.allclose(noisy_of("p232_002", clean_wav), clean_wav)
