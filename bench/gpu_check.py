@@ -3,13 +3,18 @@
     .venv/bin/python -m bench.gpu_check [--budget 400] [--out bench/results/gpu.json]
     .venv/bin/python -m bench.gpu_check --dry-run     # the same code at tiny sizes on the CPU (seconds)
 
+`make gpu-check` runs it in the venv, with faiss-gpu; `make gpu-check OFFLINE=1 PYTHON=python3` on a GPU
+node without network, with the interpreter there and the wheels of `make wheels-gpu` (bench/gpu-wheels.txt,
+which bring faiss-cpu: no faiss-gpu build runs on CUDA 13). It never installs anything itself.
+
 Sections, in this order (each is skipped, with the reason, when the time budget runs out):
 
 1. machine: GPU name, memory, compute capability, driver, torch / CUDA / cuDNN versions, the FAISS
-   build (`make gpu-check` installs faiss-gpu into the venv first);
+   build and the packages that provide it;
 2. tests: the test suite's CUDA-marked tests (`pytest -m cuda`, tests/test_cuda.py): MFCC on GPU vs
-   CPU, FAISS GPU k-means vs CPU, layer features bf16 vs fp32, 20 bf16 pretraining updates of tiny
-   ProgRE killed and resumed, a downstream task on GPU;
+   CPU, FAISS GPU k-means vs CPU (skipped, with the reason, where FAISS has no GPU build), layer
+   features bf16 vs fp32, 20 bf16 pretraining updates of tiny ProgRE killed and resumed, a downstream
+   task on GPU;
 3. pretraining throughput: Trainer.train_step of HuBERT Base and ProgRE Base in bf16 on batches of
    about 87.5 s of audio (crops of 8.7-15.6 s, the shapes varying as in training), fed from pinned
    memory: audio-seconds per GPU-second and model FLOPs utilisation (FLOPs counted analytically,
@@ -17,7 +22,8 @@ Sections, in this order (each is skipped, with the reason, when the time budget 
    (the CUDA default), foreach AdamW, batches in pageable memory, fp32 (these three on HuBERT
    only), and `torch.compile`d blocks (`pretrain.compile`; last, as it compiles for a minute or two);
 4. k-means: FAISS k=500 on 1M 768-d points on the GPU (seconds, objective), and GPU vs CPU FAISS on
-   a 100k subsample (seconds and objectives);
+   a 100k subsample (seconds and objectives); the GPU rows are skipped, with the reason, where FAISS
+   has no GPU build or sees no GPU;
 5. features: MFCC (batches of 120 s) and Base layer-6 features (bf16 and fp32, batches of 600 s)
    in x real time, the MFCC also on the CPU;
 6. loader: our DataLoader (FLAC by offset, crops, labels, pinned memory) with 0 to 8 workers on a
@@ -331,7 +337,7 @@ def pretraining(sizes: Sizes, device: torch.device, data, log: Log, deadline: fl
 
 
 def kmeans(sizes: Sizes, log: Log, deadline: float) -> dict[str, Any]:
-    from progre.cluster.kmeans import faiss_gpus, fit_kmeans
+    from progre.cluster.kmeans import faiss_gpus, faiss_installation, fit_kmeans
 
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((2 * sizes.kmeans_k, sizes.kmeans_dim), dtype=np.float32)
@@ -351,7 +357,12 @@ def kmeans(sizes: Sizes, log: Log, deadline: float) -> dict[str, Any]:
     log(f"  CPU FAISS, {len(sub)} points: {out['cpu_subsample_seconds']:.1f} s, objective "
         f"{out['cpu_subsample_objective']:.4f}")
     if gpus == 0:
-        out["gpu"] = "skipped: FAISS sees no GPU (faiss-cpu, or no CUDA GPU)"
+        faiss = faiss_installation()
+        if faiss["build"] != "gpu":
+            out["gpu"] = (f"skipped: FAISS has no GPU build ({', '.join(faiss['packages']) or faiss['version']}; "
+                          "faiss-gpu needs CUDA 12: `make venv-gpu`)")
+        else:
+            out["gpu"] = "skipped: FAISS for GPU sees no GPU"
         log(f"  GPU FAISS: {out['gpu']}")
         return out
     start = time.perf_counter()
@@ -444,7 +455,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dry-run", action="store_true", help="tiny sizes on the CPU (CI): checks the script runs")
     parser.add_argument("--budget", type=float, default=400.0,
-                        help="seconds for every section (default 400: with the venv's FAISS install, 8 minutes)")
+                        help="seconds for every section (default 400: with the venv's FAISS install or the offline "
+                             "route's wheel install, within 8 minutes)")
     parser.add_argument("--out", type=Path, default=None, help="result JSON (the log goes beside it)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["tests", "pretraining", "kmeans", "features", "loader"])
     args = parser.parse_args(argv)

@@ -1,4 +1,6 @@
-"""`make gpu-check`'s script runs end to end: its CPU dry run (tiny sizes, a few seconds) in CI."""
+"""`make gpu-check`'s script runs end to end: its CPU dry run (tiny sizes, a few seconds) in CI; and its
+CUDA tests collect on a GPU node whose FAISS has no GPU build (or that has no FAISS), the FAISS GPU test
+skipped with the reason."""
 
 from __future__ import annotations
 
@@ -34,3 +36,29 @@ def test_the_gpu_check_dry_run_writes_every_section(tmp_path):
     assert [r["workers"] for r in result["loader"]["rows"]] == [0, 1]
     assert all(r["audio_per_second"] > 0 for r in result["loader"]["rows"])
     assert (real.stat().st_mtime_ns if real.exists() else None) == before  # real results untouched
+
+
+FAKE_GPU_NODE = r"""
+import sys
+
+import pytest
+import torch
+
+torch.cuda.is_available = lambda: True  # as on a GPU node
+if sys.argv[1] == "no-faiss":
+    sys.modules["faiss"] = None  # `import faiss` fails, as where no FAISS is installed
+sys.exit(pytest.main(["-q", "-rs", "-p", "no:cacheprovider", "-m", "cuda", "-k", "faiss_gpu_kmeans",
+                      "tests/test_cuda.py"]))
+"""
+
+
+def test_on_a_gpu_node_without_faiss_for_gpu_the_cuda_tests_collect_and_the_faiss_one_says_why_it_skips():
+    for faiss in ("installed", "no-faiss"):  # (here the installed one is faiss-cpu, or faiss-gpu without a GPU)
+        done = subprocess.run([sys.executable, "-c", FAKE_GPU_NODE, faiss], cwd=REPO, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert done.stdout.count("SKIPPED [1] ") == 1  # (exit 0: no collection error, no failure)
+        reason = done.stdout.split("SKIPPED [1] ")[1].splitlines()[0]
+        assert "FAISS" in reason and "needs a CUDA GPU" not in reason
+        if faiss == "no-faiss":
+            assert "FAISS is not usable: UserError: FAISS is not installed" in reason
