@@ -29,7 +29,7 @@ from progre.features.computers import LayerComputer, batches_by_seconds
 from progre.features.mfcc import DIM, mfcc_reference
 from progre.features.store import FeatureWriter
 from progre.log import setup_logging
-from progre.model import ProgREEncoder, model_config, save_checkpoint
+from progre.model import build_encoder, model_config, save_checkpoint
 from stages import features as features_stage
 
 from .common import write_result
@@ -62,7 +62,7 @@ def layer_throughput(size: str, shards: Path, utterances: int) -> dict:
     """Layer features of a HuBERT-shaped model, as iteration 2 extracts them from the iteration-1 model."""
     checkpoint = WORK / f"random-{size}-hubert"
     if not (checkpoint / "config.json").is_file():
-        save_checkpoint(checkpoint, ProgREEncoder(model_config(size, "hubert")))
+        save_checkpoint(checkpoint, build_encoder(model_config(size, "hubert")))
     keys = set(sorted(Shards(shards).keys("train"))[:utterances])
     utts = list(Shards(shards).stream(keys=keys))
     computer = LayerComputer(checkpoint, 3 if size == "tiny" else 6, resolve_device("auto"))

@@ -55,12 +55,12 @@ def forward_flops(config: ModelConfig, batch: int, samples: int, *, num_labels: 
     """
     length, channels_in = samples, 1
     cnn = 0.0
-    for channels, kernel, stride in config.conv_layers:
+    for channels, kernel, stride in config.conv_feature_layers:
         length = (length - kernel) // stride + 1
         cnn += 2.0 * channels_in * channels * kernel * length
         channels_in = channels
     frames = length
-    dim, ffn = config.encoder_embed_dim, config.ffn_dim
+    dim, ffn = config.encoder_embed_dim, config.encoder_ffn_embed_dim
     out = {"cnn": cnn, "feature_projection": 2.0 * config.conv_dim * dim * frames}
     if config.pitch_branch:
         c, k, h = config.pitch_channels, config.pitch_kernel, config.pitch_gru_hidden
@@ -68,8 +68,8 @@ def forward_flops(config: ModelConfig, batch: int, samples: int, *, num_labels: 
         gru = 2 * 2.0 * 3 * (c * h + h * h) * frames  # 2 directions x 3 gates x (input + recurrent) products
         out["pitch_branch"] = convs + gru + 2.0 * 2 * h * dim * frames
     # an even kernel computes one frame more, which is dropped
-    conv_frames = frames + (1 if config.pos_conv_kernel % 2 == 0 else 0)
-    out["position_conv"] = 2.0 * dim * (dim // config.pos_conv_groups) * config.pos_conv_kernel * conv_frames
+    conv_frames = frames + (1 if config.conv_pos % 2 == 0 else 0)
+    out["position_conv"] = 2.0 * dim * (dim // config.conv_pos_groups) * config.conv_pos * conv_frames
     layers = config.encoder_layers
     out["attention_projections"] = layers * 2.0 * 4 * dim * dim * frames
     out["attention_products"] = layers * 2.0 * 2 * frames * frames * dim

@@ -273,7 +273,7 @@ def pretraining(sizes: Sizes, device: torch.device, data, log: Log, deadline: fl
             continue
         overrides, what = VARIANTS[variant]
         batches = pageable if variant == "pageable" else pinned
-        config = model_config(sizes.model, kind, layerdrop=0.0)
+        config = model_config(sizes.model, kind, encoder_layerdrop=0.0)
         spec = RunSpec(config, num_labels, num_speakers if config.speaker_branch else 0, 50, "gpu-check", [])
         settings = TrainSettings(**overrides, warmup_steps=10, max_steps=10**6, log_every=10**6,
                                  checkpoint_every=10**6, valid_every=10**6)
@@ -387,7 +387,7 @@ def kmeans(sizes: Sizes, log: Log, deadline: float) -> dict[str, Any]:
 def features(sizes: Sizes, device: torch.device, shards: Path, log: Log, deadline: float) -> dict[str, Any]:
     from progre.data.shards import Shards
     from progre.features.computers import LayerComputer, MfccComputer, batches_by_seconds
-    from progre.model import ProgREEncoder, model_config, save_checkpoint
+    from progre.model import build_encoder, model_config, save_checkpoint
 
     utts = list(Shards(shards).stream())
     audio = sum(len(u.wav) for u in utts) / SAMPLE_RATE
@@ -411,7 +411,7 @@ def features(sizes: Sizes, device: torch.device, shards: Path, log: Log, deadlin
     checkpoint = WORK / f"gpu-check-{sizes.model}-hubert"
     if not (checkpoint / "config.json").is_file():
         torch.manual_seed(0)
-        save_checkpoint(checkpoint, ProgREEncoder(model_config(sizes.model, "hubert")))
+        save_checkpoint(checkpoint, build_encoder(model_config(sizes.model, "hubert")))
     layer = 6 if sizes.model == "base" else 3
     out["layer"] = layer
     out["layer_x_real_time"] = {}

@@ -81,11 +81,11 @@ def compare(name: str, x: np.ndarray, k: int) -> dict:
 
 
 def hidden_features(shards: Path, fraction: float) -> np.ndarray:
-    from progre.model import ProgREEncoder, model_config, save_checkpoint
+    from progre.model import build_encoder, model_config, save_checkpoint
 
     checkpoint = WORK / "random-base"
     if not (checkpoint / "config.json").is_file():
-        save_checkpoint(checkpoint, ProgREEncoder(model_config("base", "hubert")))
+        save_checkpoint(checkpoint, build_encoder(model_config("base", "hubert")))
     out = WORK / f"layer6-base-{fraction:g}"
     if not (out / "meta.json").is_file():
         features_stage.run(FeaturesParams(sample_fraction=fraction, layer=6, batch_seconds=60.0), "layer", shards,

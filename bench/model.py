@@ -31,7 +31,7 @@ import torch.nn.functional as F
 import torchaudio
 
 from progre.frames import num_frames
-from progre.model import ProgREEncoder, ProgREPretrainModel, model_config, pretraining_losses
+from progre.model import ProgREPretrainModel, build_encoder, model_config, pretraining_losses
 
 RESULTS = Path(__file__).parent / "results" / "model.json"
 MODELS = ("torchaudio", "ours_hubert", "ours_progre")
@@ -69,7 +69,7 @@ def build(name: str, device: torch.device) -> tuple[torch.nn.Module, Callable[[d
         return model, step
 
     kind = "hubert" if name == "ours_hubert" else "progre"
-    encoder = ProgREEncoder(model_config("base", kind, layerdrop=0.0))
+    encoder = build_encoder(model_config("base", kind, encoder_layerdrop=0.0))
     ours = ProgREPretrainModel(encoder, NUM_LABELS, NUM_SPEAKERS).to(device).train()
     generator = torch.Generator().manual_seed(0)
 

@@ -81,17 +81,17 @@ def prepare() -> tuple[Path, Path]:
 def torchaudio_model(size: str, num_classes: int) -> torchaudio.models.HuBERTPretrainModel:
     cfg = model_config(size, "hubert")
     return torchaudio.models.hubert_pretrain_model(
-        extractor_mode="group_norm", extractor_conv_layer_config=[tuple(c) for c in cfg.conv_layers],
+        extractor_mode="group_norm", extractor_conv_layer_config=[tuple(c) for c in cfg.conv_feature_layers],
         extractor_conv_bias=False, encoder_embed_dim=cfg.encoder_embed_dim, encoder_projection_dropout=cfg.dropout_input,
-        encoder_pos_conv_kernel=cfg.pos_conv_kernel, encoder_pos_conv_groups=cfg.pos_conv_groups,
-        encoder_num_layers=cfg.encoder_layers, encoder_num_heads=cfg.attention_heads,
-        encoder_attention_dropout=cfg.attention_dropout, encoder_ff_interm_features=cfg.ffn_dim,
+        encoder_pos_conv_kernel=cfg.conv_pos, encoder_pos_conv_groups=cfg.conv_pos_groups,
+        encoder_num_layers=cfg.encoder_layers, encoder_num_heads=cfg.encoder_attention_heads,
+        encoder_attention_dropout=cfg.attention_dropout, encoder_ff_interm_features=cfg.encoder_ffn_embed_dim,
         encoder_ff_interm_dropout=cfg.activation_dropout, encoder_dropout=cfg.dropout,
         encoder_layer_norm_first=cfg.layer_norm_first, encoder_layer_drop=0.0, mask_prob=0.8, mask_selection="static",
         mask_other=0.0, mask_length=10, no_mask_overlap=False, mask_min_space=1, mask_channel_prob=0.0,
         mask_channel_selection="static", mask_channel_other=0.0, mask_channel_length=10, no_mask_channel_overlap=False,
         mask_channel_min_space=1, skip_masked=False, skip_nomask=False, num_classes=num_classes, final_dim=256,
-        feature_grad_mult=cfg.conv_grad_scale)
+        feature_grad_mult=cfg.feature_grad_mult)
 
 
 def bench_size(size: str, steps: int, batch_seconds: float, shards: Path, labels_dir: Path) -> dict:
@@ -100,7 +100,8 @@ def bench_size(size: str, steps: int, batch_seconds: float, shards: Path, labels
     p = PretrainParams(model="hubert", size=size, max_steps=10**6, warmup_steps=10, batch_seconds=batch_seconds,
                        crop_min_seconds=1.0, crop_max_seconds=6.0, num_workers=1, lr=5e-4)
     data = PretrainData(Shards(shards), "train", labels, None, None, p.to(PlanSettings))
-    spec = RunSpec(model_config(size, "hubert", layerdrop=0.0), labels.n_clusters, 0, labels.label_rate, "bench", [])
+    spec = RunSpec(model_config(size, "hubert", encoder_layerdrop=0.0), labels.n_clusters, 0, labels.label_rate,
+                   "bench", [])
     trainer = Trainer(p.to(TrainSettings), spec, data, None, WORK / f"run-{size}", dist)
     fused = Trainer(p.to(TrainSettings, fused_optimizer=True), spec, data, None, WORK / f"run-{size}-fused", dist)
     reference = torchaudio_model(size, labels.n_clusters).to(dist.device)

@@ -221,7 +221,8 @@ class PretrainParams(Params):
     feature_pen_weight: float = param(10.0, "weight of the mean square of the CNN features", min=0.0)
     unmasked_loss_weight: float = param(0.0, "weight of the prediction loss on unmasked frames (fairseq's "
                                              "pred_nomask_weight; HuBERT: 0)", min=0.0)
-    conv_grad_scale: float = param(0.1, "gradient scale of the CNN feature encoder", min=0.0)
+    feature_grad_mult: float = param(0.1, "gradient multiplier of the CNN feature encoder (fairseq's "
+                                          "feature_grad_mult; 0 freezes it)", min=0.0)
     # optimisation
     lr: float = param(5e-4, "peak learning rate", above=0.0)
     betas: list[float] = param([0.9, 0.98], "Adam betas")

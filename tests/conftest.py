@@ -144,3 +144,19 @@ def phone_labels(phone_shards, tmp_path_factory) -> tuple[Path, Path]:
     cluster_stage.run(ClusterParams(n_clusters=8, niter=20), base / "mfcc", phone_shards, base / "km")
     features_stage.run(FeaturesParams(workers=1), "pitch", phone_shards, base / "pitch")
     return base / "km", base / "pitch"
+
+
+MODEL_NAMES_BEFORE_FAIRSEQ = {
+    "conv_feature_layers": "conv_layers", "extractor_mode": "conv_norm", "feature_grad_mult": "conv_grad_scale",
+    "normalize": "normalize_waveform", "encoder_attention_heads": "attention_heads",
+    "encoder_ffn_embed_dim": "ffn_dim", "encoder_layerdrop": "layerdrop", "conv_pos": "pos_conv_kernel",
+    "conv_pos_groups": "pos_conv_groups",
+}
+"""Model-config fields that took fairseq's option names: today's name -> the one earlier checkpoints hold."""
+
+
+def with_names_before_fairseq(model: dict) -> dict:
+    """A `ModelConfig.to_dict()` as versions before the fairseq names wrote it (`conv_norm` "group"/"layer")."""
+    old = {MODEL_NAMES_BEFORE_FAIRSEQ.get(k, k): v for k, v in model.items()}
+    old["conv_norm"] = {"default": "group", "layer_norm": "layer"}[model["extractor_mode"]]
+    return old

@@ -140,12 +140,12 @@ def test_k_larger_than_frames_and_foreign_features_are_refused(phone_shards, mfc
 def tiny_checkpoints(tmp_path_factory):
     import torch
 
-    from progre.model import ProgREEncoder, model_config, save_checkpoint
+    from progre.model import build_encoder, model_config, save_checkpoint
 
     base = tmp_path_factory.mktemp("ckpt")
     torch.manual_seed(0)
-    save_checkpoint(base / "hubert", ProgREEncoder(model_config("tiny", "hubert")))
-    save_checkpoint(base / "progre", ProgREEncoder(model_config("tiny", "progre")))
+    save_checkpoint(base / "hubert", build_encoder(model_config("tiny", "hubert")))
+    save_checkpoint(base / "progre", build_encoder(model_config("tiny", "progre")))
     return base
 
 

@@ -130,10 +130,10 @@ def test_cluster_stage_on_gpu_records_what_it_used(phone_shards, tmp_path):
 
 def test_layer_features_on_gpu_in_fp32_and_bf16(phone_shards, tmp_path):
     from progre.features.computers import LayerComputer
-    from progre.model import ProgREEncoder, model_config, save_checkpoint
+    from progre.model import build_encoder, model_config, save_checkpoint
 
     torch.manual_seed(0)
-    save_checkpoint(tmp_path / "progre", ProgREEncoder(model_config("tiny", "progre")))
+    save_checkpoint(tmp_path / "progre", build_encoder(model_config("tiny", "progre")))
     utts = sorted(Shards(phone_shards).stream("train"), key=lambda u: u.key)
     reference = LayerComputer(tmp_path / "progre", 3, torch.device("cpu"))(utts)
     fp32 = LayerComputer(tmp_path / "progre", 3, torch.device("cuda"), precision="fp32")
@@ -232,11 +232,11 @@ def test_bf16_pretraining_resume_adds_no_more_difference_than_gpu_nondeterminism
 
 
 def test_a_downstream_task_on_gpu(phone_shards, tmp_path):
-    from progre.model import ProgREEncoder, model_config, save_checkpoint
+    from progre.model import build_encoder, model_config, save_checkpoint
     from stages import evaluate
 
     torch.manual_seed(0)
-    save_checkpoint(tmp_path / "progre", ProgREEncoder(model_config("tiny", "progre")))
+    save_checkpoint(tmp_path / "progre", build_encoder(model_config("tiny", "progre")))
     evaluate.run(EvaluateParams(tasks=["sid"], max_epochs=3, patience=3, batch_size=4, device="cuda"),
                  upstream=str(tmp_path / "progre"), out=tmp_path / "eval", shards=phone_shards, cache=tmp_path / "cache")
     metrics = json.loads((tmp_path / "eval" / "sid" / "metrics.json").read_text())

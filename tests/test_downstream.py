@@ -276,9 +276,9 @@ def test_asr_targets_and_transcript_normalisation():
 
 
 def test_upstream_names(tmp_path, monkeypatch):
-    from progre.model import ProgREEncoder, model_config, save_checkpoint
+    from progre.model import build_encoder, model_config, save_checkpoint
 
-    encoder = ProgREEncoder(model_config("tiny", "hubert"))
+    encoder = build_encoder(model_config("tiny", "hubert"))
     for folder in ("runs/progre_iter2/model", "exports/hubert"):
         save_checkpoint(tmp_path / folder, encoder)
     monkeypatch.chdir(tmp_path)
@@ -333,7 +333,7 @@ def test_the_hidden_state_cache_key_covers_the_code_the_weights_and_the_pitch(tm
     """An edit of the MFCC code, new weights or other pitch contours give another cache entry."""
     import progre.features.mfcc as mfcc_module
     from progre.downstream.upstreams import cache_key, upstream_identity
-    from progre.model import ProgREEncoder, model_config, save_checkpoint
+    from progre.model import build_encoder, model_config, save_checkpoint
 
     def key(upstream, pitch=None):
         return cache_key(upstream_identity(upstream, seed=1, pitch=pitch), "corpus", "float16")
@@ -348,7 +348,7 @@ def test_the_hidden_state_cache_key_covers_the_code_the_weights_and_the_pitch(tm
     assert key(mfcc) == before
 
     torch.manual_seed(0)
-    save_checkpoint(tmp_path / "a", ProgREEncoder(model_config("tiny", "progre")))
+    save_checkpoint(tmp_path / "a", build_encoder(model_config("tiny", "progre")))
     pitch = tmp_path / "pitch"
     pitch.mkdir()
     (pitch / "part-000-of-001.npy").write_bytes(b"contours")
@@ -358,7 +358,7 @@ def test_the_hidden_state_cache_key_covers_the_code_the_weights_and_the_pitch(tm
     (pitch / "part-000-of-001.npy").write_bytes(b"other contours")
     assert key(upstream, pitch) != first
     without_pitch = key(upstream)
-    save_checkpoint(tmp_path / "a", ProgREEncoder(model_config("tiny", "progre")))  # other weights
+    save_checkpoint(tmp_path / "a", build_encoder(model_config("tiny", "progre")))  # other weights
     assert key(upstream) != without_pitch
     assert key(parse_upstream(f"random:{tmp_path / 'a'}")) not in (key(upstream), without_pitch)
 

@@ -15,7 +15,7 @@ import torch
 from progre.config import EvaluateParams, ReportParams, ShardParams, SynthParams
 from stages import synth as synth_stage
 from progre.errors import UserError
-from progre.model import ProgREEncoder, model_config, save_checkpoint
+from progre.model import build_encoder, model_config, save_checkpoint
 from stages import evaluate, report
 from stages import shard as shard_stage
 
@@ -31,7 +31,7 @@ def tiny(tmp_path_factory) -> dict[str, Path]:
     synth_stage.run(SynthParams(preset="tiny"), base / "corpus")
     shard_stage.run(ShardParams(workers=1), base / "corpus", base / "shards")
     torch.manual_seed(0)
-    save_checkpoint(base / "progre", ProgREEncoder(model_config("tiny", "progre")))
+    save_checkpoint(base / "progre", build_encoder(model_config("tiny", "progre")))
     return {"base": base, "shards": base / "shards", "checkpoint": base / "progre", "cache": base / "cache"}
 
 

@@ -8,14 +8,14 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.flops import forward_flops, peak_tflops, train_step_flops
-from progre.model import ProgREEncoder, ProgREPretrainModel, model_config
+from progre.model import ProgREPretrainModel, build_encoder, model_config
 
 
 @pytest.mark.parametrize("kind", ["hubert", "progre"])
 def test_the_analytic_forward_count_equals_torchs_flop_counter(kind):
-    config = model_config("tiny", kind, layerdrop=0.0)
+    config = model_config("tiny", kind, encoder_layerdrop=0.0)
     torch.manual_seed(0)
-    model = ProgREPretrainModel(ProgREEncoder(config), 20, 3).eval()
+    model = ProgREPretrainModel(build_encoder(config), 20, 3).eval()
     batch, samples = 2, 16000
     frames = (samples - 400) // 320 + 1
     mask = torch.zeros(batch, frames, dtype=torch.bool)  # every frame gets logits, as `logit_frames=1`

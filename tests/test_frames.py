@@ -8,12 +8,12 @@ import torch
 from torchaudio.compliance import kaldi
 
 from progre.frames import MFCC_RATE, chunk_samples, chunk_starts, hop, labels_per_frame, num_frames
-from progre.model import ProgREEncoder, model_config
+from progre.model import build_encoder, model_config
 
 
 @pytest.mark.parametrize("size", ["tiny", "base"])
 def test_the_cnn_gives_the_grid_s_frame_count(size):
-    encoder = ProgREEncoder(model_config(size, "hubert"))
+    encoder = build_encoder(model_config(size, "hubert"))
     lengths = torch.tensor([400, 719, 720, 1000, 16000, 16399, 123457])
     assert encoder.frame_lengths(lengths).tolist() == [num_frames(int(n)) for n in lengths]
     assert num_frames(lengths).tolist() == encoder.frame_lengths(lengths).tolist()  # elementwise on tensors

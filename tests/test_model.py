@@ -13,12 +13,12 @@ import torchaudio
 from progre.frames import num_frames
 from progre.errors import UserError
 from progre.features.pitch import compute_pitch
-from progre.model import (IGNORE_LABEL, ModelConfig, ProgREEncoder, ProgREPretrainModel, compute_span_mask,
-                          load_encoder, load_pretrain_model, model_config, pretraining_losses,
+from progre.model import (IGNORE_LABEL, ModelConfig, ProgREEncoder, ProgREPretrainModel, build_encoder,
+                          compute_span_mask, load_encoder, load_pretrain_model, model_config, pretraining_losses,
                           sample_span_starts, save_checkpoint, torchaudio_hubert_to_ours)
 from progre.model.norms import MaskedBatchNorm1d, MaskedGroupNorm
 
-from .conftest import tone
+from .conftest import tone, with_names_before_fairseq
 
 
 def _randomise_batchnorm(model: torch.nn.Module, seed: int = 0) -> None:
@@ -47,13 +47,13 @@ def _batch(lengths: list[int], seed: int = 0) -> tuple[list[torch.Tensor], list[
 @pytest.fixture(scope="module")
 def base_hubert() -> ProgREEncoder:
     torch.manual_seed(0)
-    return ProgREEncoder(model_config("base", "hubert")).eval()
+    return build_encoder(model_config("base", "hubert")).eval()
 
 
 @pytest.fixture(scope="module")
 def base_progre() -> ProgREEncoder:
     torch.manual_seed(0)
-    return ProgREEncoder(model_config("base", "progre")).eval()
+    return build_encoder(model_config("base", "progre")).eval()
 
 
 # ---------------------------------------------------------------- sizes and parity
@@ -68,7 +68,7 @@ def test_parameter_counts(base_progre, base_hubert):
     extras = sum(p.numel() for n, p in base_progre.named_parameters()
                  if n.startswith(("pitch_branch.", "sub_norm.", "speaker_branch.")))
     assert base_progre.num_parameters() - extras == base_hubert.num_parameters()
-    tiny = ProgREEncoder(model_config("tiny", "progre"))
+    tiny = build_encoder(model_config("tiny", "progre"))
     assert 2_000_000 < tiny.num_parameters() < 6_000_000
 
 
@@ -96,11 +96,11 @@ def test_torchaudio_hubert_parity(base_hubert):
 
 @pytest.mark.parametrize("overrides", [
     {},  # tiny ProgRE: post-LN, GroupNorm CNN, both branches
-    dict(layer_norm_first=True, conv_norm="layer", normalize_waveform=True),  # the Large recipe, tiny
+    dict(layer_norm_first=True, extractor_mode="layer_norm", normalize=True),  # the Large recipe, tiny
 ], ids=["post-ln", "pre-ln-large-style"])
 def test_batch_equals_each_utterance_alone(overrides):
     torch.manual_seed(0)
-    encoder = ProgREEncoder(model_config("tiny", "progre", **overrides)).eval()
+    encoder = build_encoder(model_config("tiny", "progre", **overrides)).eval()
     _randomise_batchnorm(encoder)
     # 15990 samples give as many frames as 16000: only the CNN sees that padding
     for lengths in ([16000, 15990, 11000, 7321], [16000, 15990]):
@@ -159,8 +159,8 @@ def _capture(module: torch.nn.Module, store: dict, key: str, what: str = "output
 
 def test_pitch_branch_is_subtracted_before_the_transformer():
     torch.manual_seed(0)
-    progre = ProgREEncoder(model_config("tiny", "progre", speaker_branch=False)).eval()
-    no_pitch = ProgREEncoder(model_config("tiny", "hubert")).eval()
+    progre = build_encoder(model_config("tiny", "progre", speaker_branch=False)).eval()
+    no_pitch = build_encoder(model_config("tiny", "hubert")).eval()
     no_pitch.load_state_dict({k: v for k, v in progre.state_dict().items()
                               if not k.startswith(("pitch_branch.", "sub_norm."))})
     wav, pitch = 0.1 * torch.randn(1, 8000), torch.randn(1, num_frames(8000))
@@ -186,7 +186,7 @@ def test_pitch_branch_is_subtracted_before_the_transformer():
 @pytest.mark.parametrize("speaker_layer", [2, 3])
 def test_speaker_branch_is_subtracted_after_its_layer(speaker_layer):
     torch.manual_seed(0)
-    encoder = ProgREEncoder(model_config("tiny", "progre", speaker_layer=speaker_layer)).eval()
+    encoder = build_encoder(model_config("tiny", "progre", speaker_layer=speaker_layer)).eval()
     k = speaker_layer
     seen: dict = {}
     hooks = [_capture(encoder.transformer.layers[k - 1], seen, "layer_out"),
@@ -208,7 +208,7 @@ def test_speaker_branch_is_subtracted_after_its_layer(speaker_layer):
 
 def _tiny_pretrain(seed: int = 0, **overrides) -> tuple[ProgREPretrainModel, dict]:
     torch.manual_seed(seed)
-    encoder = ProgREEncoder(model_config("tiny", "progre", dropout=0.0, attention_dropout=0.0,
+    encoder = build_encoder(model_config("tiny", "progre", dropout=0.0, attention_dropout=0.0,
                                          dropout_input=0.0, **overrides))
     model = ProgREPretrainModel(encoder, num_labels=20, num_speakers=3)
     lengths = torch.tensor([12000, 9000])
@@ -251,7 +251,7 @@ def test_speaker_subtraction_is_detached_unless_asked(grad_through):
 def test_conv_gradient_is_scaled():
     grads = {}
     for scale in (1.0, 0.1):
-        model, batch = _tiny_pretrain(conv_grad_scale=scale)
+        model, batch = _tiny_pretrain(feature_grad_mult=scale)
         out = model(**batch, generator=torch.Generator().manual_seed(0))
         pretraining_losses(out, feature_penalty_weight=0.0, speaker_weight=0.0)["loss"].backward()
         grads[scale] = model.encoder.feature_extractor.conv_layers[0].conv.weight.grad
@@ -355,7 +355,7 @@ def test_pretrain_outputs():
         model.encoder(batch["wav"], batch["lengths"], batch["pitch"], out.mask)
     hook.remove()
     assert torch.equal(seen["in"][out.mask], model.encoder.mask_embedding.expand(int(out.mask.sum()), -1))
-    hubert = ProgREPretrainModel(ProgREEncoder(model_config("tiny", "hubert")), num_labels=20, num_speakers=3)
+    hubert = ProgREPretrainModel(build_encoder(model_config("tiny", "hubert")), num_labels=20, num_speakers=3)
     assert hubert.speaker_classifier is None
 
 
@@ -364,7 +364,7 @@ def test_pretrain_outputs():
 
 def test_extract_computes_pitch_and_ignores_layerdrop():
     torch.manual_seed(0)
-    encoder = ProgREEncoder(model_config("tiny", "progre")).eval()
+    encoder = build_encoder(model_config("tiny", "progre")).eval()
     wav = torch.from_numpy(tone(0.6, 180.0) + tone(0.6, 95.0, amp=0.05))[None]
     contour = torch.from_numpy(compute_pitch(wav[0].numpy()))[None]
     assert (contour != 0).any()
@@ -374,8 +374,8 @@ def test_extract_computes_pitch_and_ignores_layerdrop():
     for a, b in zip(given, computed):
         assert torch.equal(a, b)
 
-    hubert = ProgREEncoder(model_config("tiny", "hubert", layerdrop=0.9, dropout=0.0, attention_dropout=0.0,
-                                        dropout_input=0.0)).train()
+    hubert = build_encoder(model_config("tiny", "hubert", encoder_layerdrop=0.9, dropout=0.0,
+                                        attention_dropout=0.0, dropout_input=0.0)).train()
     reference, _ = copy.deepcopy(hubert).eval().extract(wav)
     with torch.no_grad():
         states, _ = hubert.extract(wav)
@@ -386,7 +386,7 @@ def test_extract_computes_pitch_and_ignores_layerdrop():
 
 
 def test_bad_inputs_are_one_line_errors():
-    encoder = ProgREEncoder(model_config("tiny", "progre")).eval()
+    encoder = build_encoder(model_config("tiny", "progre")).eval()
     with pytest.raises(UserError, match="shorter than one frame"):
         encoder.extract(torch.zeros(1, 399), torch.zeros(1, 1))
     with pytest.raises(UserError, match="shorter than one frame"):
@@ -441,7 +441,7 @@ def test_checkpoint_round_trip(tmp_path):
 
 
 def test_checkpoint_errors(tmp_path):
-    encoder = ProgREEncoder(model_config("tiny", "progre"))
+    encoder = build_encoder(model_config("tiny", "progre"))
     save_checkpoint(tmp_path / "tiny", encoder)
     with pytest.raises(UserError, match="not found"):
         load_encoder(tmp_path / "missing")
@@ -453,7 +453,7 @@ def test_checkpoint_errors(tmp_path):
     import json
 
     meta = json.loads((tmp_path / "tiny" / "config.json").read_text())
-    meta["model"]["ffn_dim"] = 512
+    meta["model"]["encoder_ffn_embed_dim"] = 512
     (tmp_path / "tiny" / "config.json").write_text(json.dumps(meta))
     with pytest.raises(UserError, match="wrong shapes .*fc1.weight"):
         load_encoder(tmp_path / "tiny")
@@ -462,7 +462,46 @@ def test_checkpoint_errors(tmp_path):
         load_encoder(tmp_path / "tiny")
 
 
+def test_checkpoints_written_before_the_fairseq_names_load_as_the_same_encoder(tmp_path):
+    """config.json files of earlier versions name the fields ffn_dim, conv_norm="layer", ... : they load,
+    to the same config, weights and hidden states."""
+    import json
+
+    config = model_config("tiny", "progre", extractor_mode="layer_norm", normalize=True, layer_norm_first=True,
+                          speaker_norm=True, encoder_layerdrop=0.1, feature_grad_mult=0.5, conv_pos=64,
+                          conv_pos_groups=8, encoder_attention_heads=2, encoder_ffn_embed_dim=512)
+    torch.manual_seed(0)
+    encoder = build_encoder(config).eval()
+    save_checkpoint(tmp_path / "old", encoder)
+    meta = json.loads((tmp_path / "old" / "config.json").read_text())
+    meta["model"] = with_names_before_fairseq(meta["model"])
+    assert meta["model"]["ffn_dim"] == 512 and meta["model"]["conv_norm"] == "layer"
+    assert "encoder_ffn_embed_dim" not in meta["model"] and "extractor_mode" not in meta["model"]
+    (tmp_path / "old" / "config.json").write_text(json.dumps(meta))
+
+    assert ModelConfig.from_dict(meta["model"]) == config
+    loaded = load_encoder(tmp_path / "old")
+    assert loaded.config == config
+    assert loaded.state_dict().keys() == encoder.state_dict().keys()
+    for name, tensor in encoder.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+    wav = torch.from_numpy(tone(0.6))[None]
+    with torch.no_grad():
+        for a, b in zip(loaded.extract(wav)[0], encoder.extract(wav)[0]):
+            assert torch.equal(a, b)
+    # the old names build the same fresh weights from the same seed; HuBERT Base's "group" is "default"
+    torch.manual_seed(0)
+    again = build_encoder(ModelConfig.from_dict(meta["model"]))
+    for name, tensor in again.state_dict().items():
+        assert torch.equal(encoder.state_dict()[name], tensor), name
+    hubert = model_config("base", "hubert")
+    assert ModelConfig.from_dict(with_names_before_fairseq(hubert.to_dict())) == hubert
+    assert hubert.extractor_mode == "default"
+    with pytest.raises(ValueError, match="both the old and the new name of: ffn_dim/encoder_ffn_embed_dim"):
+        ModelConfig.from_dict({**meta["model"], "encoder_ffn_embed_dim": 512})
+
+
 def test_layer_drop_follows_the_release_for_progre_and_fairseq_for_hubert():
-    assert model_config("base", "progre").layerdrop == 0.0  # the release's encoder_layerdrop: 0.0
-    assert model_config("base", "hubert").layerdrop == 0.05
-    assert model_config("base", "progre", layerdrop=0.1).layerdrop == 0.1
+    assert model_config("base", "progre").encoder_layerdrop == 0.0  # the release's encoder_layerdrop: 0.0
+    assert model_config("base", "hubert").encoder_layerdrop == 0.05
+    assert model_config("base", "progre", encoder_layerdrop=0.1).encoder_layerdrop == 0.1

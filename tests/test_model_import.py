@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 from progre.cli import app
 from progre.frames import num_frames
 from progre.errors import UserError
-from progre.model import (ModelConfig, ProgREEncoder, load_encoder, model_config, official_to_ours, ours_to_official,
-                          save_checkpoint)
+from progre.model import (ModelConfig, ProgREEncoder, build_encoder, load_encoder, model_config, official_to_ours,
+                          ours_to_official, save_checkpoint)
 from progre.model.checkpoint import CONFIG, load_state_dict_checked
 from stages.export import export, import_official
 
@@ -43,7 +43,7 @@ def _random_official_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
 
 def test_random_release_state_dict_loads_and_extracts():
     official = _random_official_state_dict()
-    encoder = ProgREEncoder(model_config("base", "progre")).eval()
+    encoder = build_encoder(model_config("base", "progre")).eval()
     # the fairseq checkpoint wrapping and its training heads are handled too
     ours = official_to_ours({"model": {**official, "final_proj.weight": torch.zeros(256, 768),
                                        "label_embs_concat": torch.zeros(504, 256)}}, encoder.state_dict())
@@ -62,7 +62,7 @@ def test_random_release_state_dict_loads_and_extracts():
 
 def test_release_layout_errors():
     official = _random_official_state_dict()
-    expected = ProgREEncoder(model_config("base", "progre")).state_dict()
+    expected = build_encoder(model_config("base", "progre")).state_dict()
     with pytest.raises(UserError, match="unexpected tensors .*encoder.mystery"):
         official_to_ours({**official, "encoder.mystery.weight": torch.zeros(1)}, expected)
     with pytest.raises(UserError, match="not a state dict"):
@@ -72,13 +72,13 @@ def test_release_layout_errors():
                          expected)
     del official["sub_norm.bias"]
     with pytest.raises(UserError, match="missing sub_norm.bias"):
-        load_state_dict_checked(ProgREEncoder(model_config("base", "progre")), official_to_ours(official, expected),
+        load_state_dict_checked(build_encoder(model_config("base", "progre")), official_to_ours(official, expected),
                                 "x")
 
 
 def test_import_official_rejects_wrong_size_and_bad_files(tmp_path):
     torch.manual_seed(0)
-    tiny = ProgREEncoder(model_config("tiny", "progre"))
+    tiny = build_encoder(model_config("tiny", "progre"))
     torch.save(ours_to_official(tiny.state_dict()), tmp_path / "tiny.pt")
     with pytest.raises(UserError, match="read as a base model.*do not fit the model"):
         import_official(tmp_path / "tiny.pt", tmp_path / "out", size="base")
@@ -93,7 +93,7 @@ def test_import_official_rejects_wrong_size_and_bad_files(tmp_path):
 @pytest.mark.parametrize("kind", ["progre", "hubert"])
 def test_export_import_round_trip(tmp_path, kind):
     torch.manual_seed(0)
-    encoder = ProgREEncoder(model_config("tiny", kind)).eval()
+    encoder = build_encoder(model_config("tiny", kind)).eval()
     for m in encoder.modules():
         if isinstance(m, torch.nn.BatchNorm1d):
             m.running_mean.normal_()
@@ -176,7 +176,7 @@ def _assert_same_states(imported: ProgREEncoder, original: ProgREEncoder, sample
 def converted_base(tmp_path_factory):
     """A random ProgRE Base encoder and its weights saved as the release's converted checkpoint."""
     torch.manual_seed(0)
-    encoder = _randomized(ProgREEncoder(model_config("base", "progre")))
+    encoder = _randomized(build_encoder(model_config("base", "progre")))
     path = tmp_path_factory.mktemp("release") / "TORCHModel_base_progre.ckpt"
     torch.save(_as_converted_release(encoder), path)
     return encoder, path
@@ -211,7 +211,7 @@ def test_converted_release_with_speaker_norm_imports(tmp_path):
     # the Large layout's extra pieces on a tiny model: LayerNorm CNN and sub_spk_norm, the latter with
     # the MindSpore name `beta` the release's loader renames
     torch.manual_seed(0)
-    encoder = _randomized(ProgREEncoder(model_config("tiny", "progre", conv_norm="layer", speaker_norm=True)))
+    encoder = _randomized(build_encoder(model_config("tiny", "progre", extractor_mode="layer_norm", speaker_norm=True)))
     converted = _as_converted_release(encoder)
     assert {"encoder.sub_spk_norm.weight", "encoder.sub_spk_norm.bias"} <= set(converted["model"])
     converted["model"]["encoder.sub_spk_norm.beta"] = converted["model"].pop("encoder.sub_spk_norm.bias")
@@ -223,7 +223,7 @@ def test_converted_release_with_speaker_norm_imports(tmp_path):
 
 def test_speaker_norm_follows_the_subtraction():
     torch.manual_seed(0)
-    encoder = ProgREEncoder(model_config("tiny", "progre", speaker_norm=True)).eval()
+    encoder = build_encoder(model_config("tiny", "progre", speaker_norm=True)).eval()
     names = encoder.hidden_state_names()
     after = names.index("layer2-speaker")
     assert names[after - 1] == "speaker" and len(names) == 6  # the list is the same as without the norm
@@ -235,7 +235,7 @@ def test_speaker_norm_follows_the_subtraction():
         assert states[after].mean(-1).abs().max() < 1e-5
         assert torch.allclose(states[after].var(-1, unbiased=False), torch.ones(1, states[after].shape[1]), atol=1e-3)
         assert torch.allclose(encoder.transformer.layers[2](states[after], None), states[after + 1], atol=1e-6)
-        plain = ProgREEncoder(model_config("tiny", "progre"))
+        plain = build_encoder(model_config("tiny", "progre"))
         plain.load_state_dict({k: v for k, v in encoder.state_dict().items() if not k.startswith("speaker_norm.")})
         plain_states, _ = plain.eval().extract(wav, pitch)
     assert torch.equal(plain_states[after - 1], states[after - 1])
@@ -244,7 +244,7 @@ def test_speaker_norm_follows_the_subtraction():
 
 def test_converted_release_shape_errors(tmp_path):
     torch.manual_seed(0)
-    encoder = _randomized(ProgREEncoder(model_config("tiny", "progre")))
+    encoder = _randomized(build_encoder(model_config("tiny", "progre")))
     expected = encoder.state_dict()
     converted = _as_converted_release(encoder)["model"]
     # a linear weight stored transposed is turned back, as the release's loader does
@@ -275,13 +275,14 @@ def test_checkpoints_without_speaker_norm_in_their_config_still_load(tmp_path):
     import json
 
     torch.manual_seed(0)
-    encoder = ProgREEncoder(model_config("tiny", "progre")).eval()
+    encoder = build_encoder(model_config("tiny", "progre")).eval()
     save_checkpoint(tmp_path / "old", encoder)
     meta = json.loads((tmp_path / "old" / CONFIG).read_text())
     del meta["model"]["speaker_norm"]  # as written before the field existed
     (tmp_path / "old" / CONFIG).write_text(json.dumps(meta))
     assert ModelConfig.from_dict(meta["model"]).speaker_norm is False
     loaded = load_encoder(tmp_path / "old")
-    assert loaded.config == encoder.config and not hasattr(loaded, "speaker_norm")
+    assert loaded.config == encoder.config and loaded.speaker_norm is None
+    assert not any(name.startswith("speaker_norm.") for name in loaded.state_dict())
     with pytest.raises(ValueError, match="speaker_norm needs speaker_branch"):
         model_config("tiny", "hubert", speaker_norm=True)

@@ -20,6 +20,8 @@ from progre.train.loop import Trainer
 from progre.train.schedule import learning_rate
 from stages import pretrain as pretrain_stage
 
+from .conftest import with_names_before_fairseq
+
 
 def tiny(**overrides) -> PretrainParams:
     values = dict(size="tiny", max_steps=8, warmup_steps=2, lr=1e-3, batch_seconds=3.0, crop_min_seconds=0.3,
@@ -215,7 +217,8 @@ def test_labels_at_the_wrong_rate_or_with_missing_keys(phone_shards, phone_label
 
 def test_a_checkpoint_of_the_previous_format_resumes(phone_shards, phone_labels, tmp_path):
     """Upgrading mid-run keeps the run: state.pt files that stored every pretrain param ("recipe") beside
-    a "compat" record resume, to the same weights as a run that was never interrupted."""
+    a "compat" record (whose model config predates the fairseq names) resume, to the same weights as a
+    run that was never interrupted."""
     labels, pitch = phone_labels
     pretrain_stage.run(tiny(max_steps=6), tmp_path / "straight", phone_shards, labels, pitch)
     pretrain_stage.run(tiny(max_steps=3), tmp_path / "old", phone_shards, labels, pitch)
@@ -226,9 +229,33 @@ def test_a_checkpoint_of_the_previous_format_resumes(phone_shards, phone_labels,
     state["recipe"] = {k: v for k, v in params.items() if k not in {"log_every", "valid_every", "valid_batches",
                                                                       "checkpoint_every", "keep_last", "num_workers",
                                                                       "max_bad_steps", "max_steps"}}
-    state["compat"] = {"model": key["model_config"], "num_labels": key["num_labels"],
+    state["compat"] = {"model": with_names_before_fairseq(key["model_config"]), "num_labels": key["num_labels"],
                        "num_speakers": key["num_speakers"], "label_rate": key["label_rate"], "corpus": key["corpus"]}
     torch.save(state, path)
+    summary = pretrain_stage.run(tiny(max_steps=6), tmp_path / "old", phone_shards, labels, pitch)
+    assert summary["steps"] == 6 and not (tmp_path / "old" / "train_state" / "superseded").exists()
+    a, b = weights(tmp_path / "straight"), weights(tmp_path / "old")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
+
+
+def test_a_checkpoint_written_before_the_fairseq_names_resumes(phone_shards, phone_labels, tmp_path):
+    """Renaming model-config fields to fairseq's options (ffn_dim -> encoder_ffn_embed_dim, ...) sets no
+    running training aside: a checkpoint whose resume key and config.json hold the old names resumes,
+    to the same weights as a run that was never interrupted."""
+    import json
+
+    labels, pitch = phone_labels
+    pretrain_stage.run(tiny(max_steps=6), tmp_path / "straight", phone_shards, labels, pitch)
+    pretrain_stage.run(tiny(max_steps=3), tmp_path / "old", phone_shards, labels, pitch)
+    checkpoint = tmp_path / "old" / "train_state" / "checkpoints" / "step-00000003"
+    state = torch.load(checkpoint / "state.pt", weights_only=False)
+    state["resume"]["model_config"] = with_names_before_fairseq(state["resume"]["model_config"])
+    assert "conv_grad_scale" in state["resume"]["model_config"]
+    torch.save(state, checkpoint / "state.pt")
+    meta = json.loads((checkpoint / "model" / "config.json").read_text())
+    meta["model"] = with_names_before_fairseq(meta["model"])
+    (checkpoint / "model" / "config.json").write_text(json.dumps(meta))
     summary = pretrain_stage.run(tiny(max_steps=6), tmp_path / "old", phone_shards, labels, pitch)
     assert summary["steps"] == 6 and not (tmp_path / "old" / "train_state" / "superseded").exists()
     a, b = weights(tmp_path / "straight"), weights(tmp_path / "old")

@@ -170,14 +170,14 @@ def build_extractor(upstream: Upstream, seed: int, device: torch.device, pitch: 
     """The extractor of an upstream; a checkpoint that does not load is a one-line UserError."""
     if upstream.kind == "mfcc":
         return MfccExtractor(device)
-    from ..model import ModelConfig, ProgREEncoder, read_checkpoint_config
+    from ..model import ModelConfig, build_encoder, read_checkpoint_config
 
     assert upstream.checkpoint is not None
     if upstream.kind == "random":
         config = ModelConfig.from_dict(read_checkpoint_config(upstream.checkpoint)["model"])
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            encoder = ProgREEncoder(config)
+            encoder = build_encoder(config)
     else:
         encoder = load_frozen_encoder(upstream.checkpoint, torch.device("cpu"))
     store = open_pitch_store(pitch, shards) if pitch is not None and encoder.config.pitch_branch else None

@@ -19,9 +19,9 @@ from torch import Tensor, nn
 from ..errors import UserError
 from ..io import atomic_dir, write_json
 from .config import ModelConfig
-from .encoder import ProgREEncoder
+from .encoder import ProgREEncoder, build_encoder
 from .official import name_listing
-from .pretrain import ProgREPretrainModel
+from .masked_prediction import ProgREPretrainModel
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -29,10 +29,10 @@ _ENCODER_PREFIX = "encoder."
 
 # fields that define what the weights mean; training-only ones (dropouts, grad scales) may differ
 _SHAPE_FIELDS = {
-    "conv_layers", "conv_bias", "conv_norm", "encoder_embed_dim", "encoder_layers", "attention_heads",
-    "ffn_dim", "layer_norm_first", "pos_conv_kernel", "pos_conv_groups", "pitch_branch", "pitch_channels",
-    "pitch_kernel", "pitch_gru_hidden", "speaker_branch", "speaker_layer", "speaker_bottleneck",
-    "speaker_norm", "normalize_waveform",
+    "conv_feature_layers", "conv_bias", "extractor_mode", "encoder_embed_dim", "encoder_layers",
+    "encoder_attention_heads", "encoder_ffn_embed_dim", "layer_norm_first", "conv_pos", "conv_pos_groups",
+    "pitch_branch", "pitch_channels", "pitch_kernel", "pitch_gru_hidden", "speaker_branch", "speaker_layer",
+    "speaker_bottleneck", "speaker_norm", "normalize",
 }
 
 
@@ -95,7 +95,7 @@ def load_encoder(folder: Union[str, Path], device: Union[str, torch.device] = "c
     state = _load_weights(folder)
     if meta.get("contents") == "pretrain":
         state = {k[len(_ENCODER_PREFIX):]: v for k, v in state.items() if k.startswith(_ENCODER_PREFIX)}
-    encoder = ProgREEncoder(config or saved)
+    encoder = build_encoder(config or saved)
     load_state_dict_checked(encoder, state, f"checkpoint {folder}")
     return encoder.to(device).eval()
 
@@ -109,7 +109,7 @@ def load_pretrain_model(folder: Union[str, Path], device: Union[str, torch.devic
     saved = ModelConfig.from_dict(meta["model"])
     if config is not None:
         _check_same_config(folder, saved, config)
-    model = ProgREPretrainModel(ProgREEncoder(config or saved), **meta["heads"])
+    model = ProgREPretrainModel(build_encoder(config or saved), **meta["heads"])
     load_state_dict_checked(model, _load_weights(folder), f"checkpoint {folder}")
     return model.to(device)
 

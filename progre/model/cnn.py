@@ -54,23 +54,27 @@ class ConvBlock(nn.Module):
 class ConvFeatureEncoder(nn.Module):
     """Stack of `ConvBlock`s over the waveform.
 
-    Args:
-        conv_layers: (channels, kernel, stride) per layer.
-        bias: conv bias.
-        norm: "group" (GroupNorm with one group per channel after the first conv only, its statistics
-            over each utterance's valid frames) or "layer" (LayerNorm over channels after every conv).
+    Args (fairseq's option names):
+        conv_feature_layers: (channels, kernel, stride) per layer.
+        conv_bias: conv bias.
+        extractor_mode: "default" (GroupNorm with one group per channel after the first conv only, its
+            statistics over each utterance's valid frames) or "layer_norm" (LayerNorm over channels after
+            every conv).
     """
 
-    def __init__(self, conv_layers: list[tuple[int, int, int]], bias: bool = False, norm: str = "group"):
+    def __init__(self, conv_feature_layers: list[tuple[int, int, int]], conv_bias: bool = False,
+                 extractor_mode: str = "default"):
         super().__init__()
+        if extractor_mode not in ("default", "layer_norm"):
+            raise ValueError(f"extractor_mode must be 'default' or 'layer_norm', got {extractor_mode!r}")
         blocks = []
         in_channels = 1
-        for i, (channels, kernel, stride) in enumerate(conv_layers):
-            if norm == "group":
+        for i, (channels, kernel, stride) in enumerate(conv_feature_layers):
+            if extractor_mode == "default":
                 block_norm = MaskedGroupNorm(channels, channels) if i == 0 else None
             else:
                 block_norm = ChannelLayerNorm(channels)
-            blocks.append(ConvBlock(in_channels, channels, kernel, stride, bias, block_norm))
+            blocks.append(ConvBlock(in_channels, channels, kernel, stride, conv_bias, block_norm))
             in_channels = channels
         self.conv_layers = nn.ModuleList(blocks)
 

@@ -1,7 +1,10 @@
-"""`ProgREEncoder`: ProgRE (arXiv 2409.00387), or the HuBERT baseline with both branches off.
+"""`ProgREEncoder`: ProgRE (arXiv 2409.00387), or the HuBERT baseline without the branches, and
+`build_encoder`, the factory that builds its modules from a `ModelConfig` and hands them to it.
 
-    wav -> CNN -> LayerNorm -> Linear --(- pitch branch -> sub_norm)--> dropout -> [mask] ->
+    wav -> [waveform norm] -> CNN -> LayerNorm -> Linear --(- pitch branch -> sub_norm)--> dropout -> [mask] ->
     pos conv -> LayerNorm -> layers 1..k --(- speaker branch [-> speaker_norm])--> layers k+1..L -> output
+
+The parts in brackets and parentheses are optional modules: the encoder runs those it was given.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from ..errors import UserError
 from .branches import PitchBranch, SpeakerBranch
 from .cnn import ConvFeatureEncoder, scale_grad
 from .config import ModelConfig
+from .norms import WaveformNorm
 from .transformer import Transformer
 
 
@@ -40,7 +44,14 @@ class EncoderOutput:
 
 
 class ProgREEncoder(nn.Module):
-    """ProgRE's encoder; the HuBERT baseline when both branches are off. Build from a `ModelConfig`.
+    """ProgRE's encoder; the HuBERT baseline without the branches. Build it with `build_encoder`.
+
+    Composed of the modules it is given, torchaudio-style: the optional ones (the waveform
+    normalisation, the pitch branch with the LayerNorm after its subtraction, the speaker branch and
+    the LayerNorm after its subtraction) are modules or None, and the forward pass runs those that
+    exist. `config` is what the modules were built from (checkpoints write it); the forward pass reads
+    from it only the numbers that belong to no module: `feature_grad_mult`, `encoder_layerdrop`,
+    `speaker_layer` and `speaker_grad_through`.
 
     Input is 16 kHz audio, (B, N) float; `lengths` (B,) gives each utterance's valid samples. Every
     padding-dependent step (the first conv's GroupNorm, the pitch branch's convs, BatchNorm and GRU,
@@ -48,51 +59,42 @@ class ProgREEncoder(nn.Module):
     eval mode an utterance gets the same states batched as alone.
     """
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, feature_extractor: ConvFeatureEncoder, feature_norm: nn.LayerNorm,
+                 feature_projection: nn.Linear, dropout_input: nn.Dropout, mask_embedding: nn.Parameter,
+                 transformer: Transformer, waveform_norm: Optional[WaveformNorm] = None,
+                 pitch_branch: Optional[PitchBranch] = None, sub_norm: Optional[nn.LayerNorm] = None,
+                 speaker_branch: Optional[SpeakerBranch] = None, speaker_norm: Optional[nn.LayerNorm] = None):
         super().__init__()
+        if (pitch_branch is None) != (sub_norm is None):
+            raise ValueError("the pitch branch and the LayerNorm after its subtraction (sub_norm) come together")
+        given = {"normalize": waveform_norm, "pitch_branch": pitch_branch, "speaker_branch": speaker_branch,
+                 "speaker_norm": speaker_norm}
+        mismatch = [name for name, module in given.items() if getattr(config, name) != (module is not None)]
+        if mismatch:
+            raise ValueError(f"the optional modules given do not match the config's {', '.join(mismatch)}")
         self.config = config
-        dim = config.encoder_embed_dim
-        self.feature_extractor = ConvFeatureEncoder(config.conv_layers, config.conv_bias, config.conv_norm)
-        self.feature_norm = nn.LayerNorm(config.conv_dim)
-        self.feature_projection = nn.Linear(config.conv_dim, dim)
-        if config.pitch_branch:
-            self.pitch_branch = PitchBranch(dim, config.pitch_channels, config.pitch_kernel,
-                                            config.pitch_gru_hidden)
-            self.sub_norm = nn.LayerNorm(dim)
-        self.dropout_input = nn.Dropout(config.dropout_input)
-        self.mask_embedding = nn.Parameter(torch.empty(dim).uniform_())
-        self.transformer = Transformer(dim, config.encoder_layers, config.attention_heads, config.ffn_dim,
-                                       config.dropout, config.attention_dropout, config.activation_dropout,
-                                       config.layer_norm_first, config.pos_conv_kernel, config.pos_conv_groups)
-        if config.speaker_branch:
-            self.speaker_branch = SpeakerBranch(dim, config.speaker_bottleneck)
-            if config.speaker_norm:
-                self.speaker_norm = nn.LayerNorm(dim)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        # fairseq's: Kaiming-normal convs in the CNN, N(0, 0.02) linears in the Transformer (BERT init,
-        # which the release's speaker branch also got, living inside its Transformer); defaults elsewhere.
-        for block in self.feature_extractor.conv_layers:
-            nn.init.kaiming_normal_(block.conv.weight)
-        bert_init = list(self.transformer.layers.modules())
-        if self.config.speaker_branch:
-            bert_init.append(self.speaker_branch.out)
-        for module in bert_init:
-            if isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, std=0.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+        self.waveform_norm = waveform_norm
+        # registered in this order, which fixes the order of the state dict and of parameters() (and so of
+        # the optimizer state); the mask embedding, the encoder's own parameter, comes first in both
+        self.feature_extractor = feature_extractor
+        self.feature_norm = feature_norm
+        self.feature_projection = feature_projection
+        self.pitch_branch = pitch_branch
+        self.sub_norm = sub_norm
+        self.dropout_input = dropout_input
+        self.mask_embedding = mask_embedding
+        self.transformer = transformer
+        self.speaker_branch = speaker_branch
+        self.speaker_norm = speaker_norm
 
     # ------------------------------------------------------------------ public API
 
     def hidden_state_names(self) -> list[str]:
         """Names of `extract`'s states: ["pitch" or "input", "layer1", ..., "speaker",
         "layer<k>-speaker", ...]. With `speaker_norm`, "layer<k>-speaker" is taken after that norm."""
-        cfg = self.config
-        names = ["pitch" if cfg.pitch_branch else "input"]
-        for i in range(1, cfg.encoder_layers + 1):
-            if cfg.speaker_branch and i == cfg.speaker_layer:
+        names = ["pitch" if self.pitch_branch is not None else "input"]
+        for i in range(1, len(self.transformer.layers) + 1):
+            if self.speaker_branch is not None and i == self.config.speaker_layer:
                 names += ["speaker", f"layer{i}-speaker"]
             else:
                 names.append(f"layer{i}")
@@ -145,22 +147,22 @@ class ProgREEncoder(nn.Module):
         # samples can be padded where frames are not (a tail shorter than one hop): the CNN's
         # normalisation must still skip them
         sample_lengths = lengths.to(wav.device) if bool((lengths < wav.shape[1]).any()) else None
-        if cfg.pitch_branch:
+        if self.pitch_branch is not None:
             if pitch is None:
                 pitch = self._pitch(wav, lengths, frames)
             self._check_pitch(pitch, wav.shape[0], frames)
 
-        if cfg.normalize_waveform:
-            wav = _normalize_waveform(wav, sample_lengths)
-        if cfg.conv_grad_scale > 0:
-            features = scale_grad(self.feature_extractor(wav, sample_lengths), cfg.conv_grad_scale)
+        if self.waveform_norm is not None:
+            wav = self.waveform_norm(wav, sample_lengths)
+        if cfg.feature_grad_mult > 0:
+            features = scale_grad(self.feature_extractor(wav, sample_lengths), cfg.feature_grad_mult)
         else:
             with torch.no_grad():
                 features = self.feature_extractor(wav, sample_lengths)
         x = self.feature_projection(self.feature_norm(features))
 
         hidden: list[Tensor] = []
-        if cfg.pitch_branch:
+        if self.pitch_branch is not None:
             pitch_states = self.pitch_branch(pitch.to(wav.device, wav.dtype), frame_lengths if padded else None)
             hidden.append(pitch_states)
             x = self.sub_norm(x - pitch_states)
@@ -171,20 +173,20 @@ class ProgREEncoder(nn.Module):
             x = torch.where(mask.to(x.device)[..., None], self.mask_embedding.to(x.dtype), x)
 
         x = self.transformer.embed(x, padding_mask if padded else None)
-        if not cfg.pitch_branch:
+        if self.pitch_branch is None:
             hidden.append(x)
         attn_mask = (~padding_mask)[:, None, None, :] if padded else None
         speaker_states = None
-        drop = layerdrop and self.training and cfg.layerdrop > 0
+        drop = layerdrop and self.training and cfg.encoder_layerdrop > 0
         for i, layer in enumerate(self.transformer.layers, start=1):
             # a dropped layer passes its input on, so the number of states never changes
-            if not (drop and torch.rand(()).item() < cfg.layerdrop):
+            if not (drop and torch.rand(()).item() < cfg.encoder_layerdrop):
                 x = layer(x, attn_mask)
-            if cfg.speaker_branch and i == cfg.speaker_layer:
+            if self.speaker_branch is not None and i == cfg.speaker_layer:
                 speaker_states = self.speaker_branch(x, padding_mask if padded else None)
                 hidden.append(speaker_states)
                 x = x - (speaker_states if cfg.speaker_grad_through else speaker_states.detach())
-                if cfg.speaker_norm:
+                if self.speaker_norm is not None:
                     # the release's MindSpore encoder normalises right after the subtraction, in the
                     # step whose result its PyTorch loop records: "layer<k>-speaker" is after the norm
                     x = self.speaker_norm(x)
@@ -230,12 +232,57 @@ class ProgREEncoder(nn.Module):
         return pitch.to(wav.device)
 
 
-def _normalize_waveform(wav: Tensor, lengths: Optional[Tensor]) -> Tensor:
-    """Zero mean, unit variance per utterance over its valid samples (fairseq's normalize=True)."""
-    if lengths is None:
-        return torch.nn.functional.layer_norm(wav, wav.shape[1:])
-    valid = (torch.arange(wav.shape[1], device=wav.device) < lengths[:, None]).to(wav.dtype)
-    count = valid.sum(1, keepdim=True)
-    mean = (wav * valid).sum(1, keepdim=True) / count
-    var = ((wav - mean).square() * valid).sum(1, keepdim=True) / count
-    return (wav - mean) * torch.rsqrt(var + 1e-5) * valid
+def build_encoder(config: ModelConfig) -> ProgREEncoder:
+    """The encoder that `config` describes, with fresh weights (fairseq's initialisation).
+
+    Each module is built from explicit arguments named as fairseq's options; the optional ones exist
+    only when `config` switches them on. The modules are built, and their weights drawn, in one fixed
+    order (CNN, feature norm and projection, pitch branch and its norm, mask embedding, Transformer,
+    speaker branch and its norm, then the re-initialisation), so ``torch.manual_seed(s)`` before this
+    call always gives the same weights.
+    """
+    dim = config.encoder_embed_dim
+    feature_extractor = ConvFeatureEncoder(conv_feature_layers=config.conv_feature_layers,
+                                           conv_bias=config.conv_bias, extractor_mode=config.extractor_mode)
+    feature_norm = nn.LayerNorm(config.conv_dim)
+    feature_projection = nn.Linear(config.conv_dim, dim)
+    pitch_branch = sub_norm = None
+    if config.pitch_branch:
+        pitch_branch = PitchBranch(dim, channels=config.pitch_channels, kernel=config.pitch_kernel,
+                                   gru_hidden=config.pitch_gru_hidden)
+        sub_norm = nn.LayerNorm(dim)
+    dropout_input = nn.Dropout(config.dropout_input)
+    mask_embedding = nn.Parameter(torch.empty(dim).uniform_())
+    transformer = Transformer(encoder_embed_dim=dim, encoder_layers=config.encoder_layers,
+                              encoder_attention_heads=config.encoder_attention_heads,
+                              encoder_ffn_embed_dim=config.encoder_ffn_embed_dim, dropout=config.dropout,
+                              attention_dropout=config.attention_dropout,
+                              activation_dropout=config.activation_dropout,
+                              layer_norm_first=config.layer_norm_first, conv_pos=config.conv_pos,
+                              conv_pos_groups=config.conv_pos_groups)
+    speaker_branch = speaker_norm = None
+    if config.speaker_branch:
+        speaker_branch = SpeakerBranch(dim, bottleneck=config.speaker_bottleneck)
+        if config.speaker_norm:
+            speaker_norm = nn.LayerNorm(dim)
+    encoder = ProgREEncoder(config, feature_extractor, feature_norm, feature_projection, dropout_input,
+                            mask_embedding, transformer, waveform_norm=WaveformNorm() if config.normalize else None,
+                            pitch_branch=pitch_branch, sub_norm=sub_norm, speaker_branch=speaker_branch,
+                            speaker_norm=speaker_norm)
+    _init_weights(encoder)
+    return encoder
+
+
+def _init_weights(encoder: ProgREEncoder) -> None:
+    # fairseq's: Kaiming-normal convs in the CNN, N(0, 0.02) linears in the Transformer (BERT init,
+    # which the release's speaker branch also got, living inside its Transformer); defaults elsewhere.
+    for block in encoder.feature_extractor.conv_layers:
+        nn.init.kaiming_normal_(block.conv.weight)
+    bert_init = list(encoder.transformer.layers.modules())
+    if encoder.speaker_branch is not None:
+        bert_init.append(encoder.speaker_branch.out)
+    for module in bert_init:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)

@@ -14,7 +14,7 @@ from ..io import write_json
 from ..log import logger
 from .checkpoint import CONFIG, WEIGHTS, load_encoder, load_state_dict_checked, write_checkpoint
 from .config import model_config
-from .encoder import ProgREEncoder
+from .encoder import ProgREEncoder, build_encoder
 from .official import infer_official_overrides, official_to_ours, ours_to_official, unwrap_checkpoint
 
 OFFICIAL_FILE = "model.pt"
@@ -66,7 +66,7 @@ def import_official(state_dict: Path, out: Path, size: str = "base") -> ProgREEn
                               **infer_official_overrides(obj))
     except ValueError as exc:  # e.g. sub_spk_norm without the speaker branch
         raise UserError(f"{source}: {exc}") from None
-    encoder = ProgREEncoder(config)
+    encoder = build_encoder(config)
     try:
         ours = official_to_ours(obj, encoder.state_dict())
     except UserError as exc:

@@ -81,3 +81,18 @@ class ChannelLayerNorm(nn.LayerNorm):
     def forward(self, x: Tensor, lengths: Optional[Tensor] = None) -> Tensor:
         return F.layer_norm(x.transpose(1, 2), self.normalized_shape, self.weight, self.bias,
                             self.eps).transpose(1, 2)
+
+
+class WaveformNorm(nn.Module):
+    """Zero mean, unit variance per utterance of (B, N) audio, over its valid samples (fairseq's
+    ``normalize=True``, HuBERT Large's input); padded samples come out as zeros. No parameters."""
+
+    def forward(self, wav: Tensor, lengths: Optional[Tensor] = None) -> Tensor:
+        """wav: (B, N); lengths: (B,) valid samples, or None (no padding)."""
+        if lengths is None:
+            return F.layer_norm(wav, wav.shape[1:])
+        valid = (torch.arange(wav.shape[1], device=wav.device) < lengths[:, None]).to(wav.dtype)
+        count = valid.sum(1, keepdim=True)
+        mean = (wav * valid).sum(1, keepdim=True) / count
+        var = ((wav - mean).square() * valid).sum(1, keepdim=True) / count
+        return (wav - mean) * torch.rsqrt(var + 1e-5) * valid

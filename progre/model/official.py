@@ -236,9 +236,9 @@ def infer_official_overrides(state_dict: Mapping[str, Tensor]) -> dict[str, Any]
     names = set(unwrap_checkpoint(state_dict))
     overrides: dict[str, Any] = {}
     if "feature_extractor.conv_layers.1.2.1.weight" in names:
-        overrides["conv_norm"] = "layer"
+        overrides["extractor_mode"] = "layer_norm"
     elif "feature_extractor.conv_layers.0.2.weight" in names:
-        overrides["conv_norm"] = "group"
+        overrides["extractor_mode"] = "default"
     if any("sub_spk_norm." in name for name in names):
         overrides["speaker_norm"] = True
     return overrides

@@ -95,20 +95,23 @@ class TransformerLayer(nn.Module):
 
 class Transformer(nn.Module):
     """Position embedding, LayerNorm and the layers. The encoder runs the layers itself (it inserts
-    the speaker branch between them); `embed` prepares their input and `finish` the final output."""
+    the speaker branch between them); `embed` prepares their input and `finish` the final output.
 
-    def __init__(self, embed_dim: int, num_layers: int, num_heads: int, ffn_dim: int,
-                 dropout: float = 0.1, attention_dropout: float = 0.1, activation_dropout: float = 0.0,
-                 layer_norm_first: bool = False, pos_conv_kernel: int = 128, pos_conv_groups: int = 16):
+    Arguments carry the names of fairseq's options (`ModelConfig`'s fields)."""
+
+    def __init__(self, encoder_embed_dim: int, encoder_layers: int, encoder_attention_heads: int,
+                 encoder_ffn_embed_dim: int, dropout: float = 0.1, attention_dropout: float = 0.1,
+                 activation_dropout: float = 0.0, layer_norm_first: bool = False, conv_pos: int = 128,
+                 conv_pos_groups: int = 16):
         super().__init__()
         self.layer_norm_first = layer_norm_first
-        self.pos_conv = ConvPositionEmbedding(embed_dim, pos_conv_kernel, pos_conv_groups)
-        self.layer_norm = nn.LayerNorm(embed_dim)
+        self.pos_conv = ConvPositionEmbedding(encoder_embed_dim, conv_pos, conv_pos_groups)
+        self.layer_norm = nn.LayerNorm(encoder_embed_dim)
         self.dropout = nn.Dropout(dropout)
         self.layers = nn.ModuleList(
-            TransformerLayer(embed_dim, num_heads, ffn_dim, dropout, attention_dropout, activation_dropout,
-                             layer_norm_first)
-            for _ in range(num_layers))
+            TransformerLayer(encoder_embed_dim, encoder_attention_heads, encoder_ffn_embed_dim, dropout,
+                             attention_dropout, activation_dropout, layer_norm_first)
+            for _ in range(encoder_layers))
 
     def embed(self, x: Tensor, padding_mask: Optional[Tensor] = None) -> Tensor:
         """(B, T, D) projected features -> the first layer's input. Padded frames are zeroed first, so

@@ -33,7 +33,7 @@ from ..errors import UserError
 from ..features.store import FeatureStore
 from ..frames import MODEL_HOP, SAMPLE_RATE, WINDOW, labels_per_frame, num_frames
 from ..log import logger
-from ..model.pretrain import IGNORE_LABEL
+from ..model.masked_prediction import IGNORE_LABEL
 
 LABEL_LENGTH_TOLERANCE = 2  # frames; more is a misalignment, not rounding
 

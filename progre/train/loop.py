@@ -26,7 +26,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..errors import UserError
 from ..log import logger, progress_bar
-from ..model import ModelConfig, ProgREEncoder, ProgREPretrainModel, pretraining_losses
+from ..model import ModelConfig, ProgREEncoder, ProgREPretrainModel, build_encoder, pretraining_losses
+from ..model.config import upgrade_config_dict
 from .checkpoints import CheckpointStore
 from .data import PlanSettings, PretrainData, audio_seconds, loader
 from .distributed import DistInfo, all_true, barrier, mean_over_ranks
@@ -121,13 +122,17 @@ def resume_key(spec: RunSpec, settings: TrainSettings, plan: PlanSettings) -> di
 
 def saved_resume_key(state: dict[str, Any]) -> dict[str, Any]:
     """The resume key stored in a checkpoint's state.pt, also from checkpoints of earlier versions
-    (which stored all pretrain params as "recipe" beside a "compat" record)."""
+    (which stored all pretrain params as "recipe" beside a "compat" record, or the model config with
+    the field names it had before it took fairseq's)."""
     if "resume" in state:
-        return state["resume"]
-    compat = state.get("compat", {})
-    key = dict(state.get("recipe", {}))
-    key["model_config"] = compat.get("model")
-    key |= {k: compat[k] for k in ("num_labels", "num_speakers", "label_rate", "corpus") if k in compat}
+        key = dict(state["resume"])
+    else:
+        compat = state.get("compat", {})
+        key = dict(state.get("recipe", {}))
+        key["model_config"] = compat.get("model")
+        key |= {k: compat[k] for k in ("num_labels", "num_speakers", "label_rate", "corpus") if k in compat}
+    if isinstance(key.get("model_config"), dict):
+        key["model_config"] = upgrade_config_dict(key["model_config"])
     return key
 
 
@@ -189,7 +194,7 @@ class Trainer:
         self.metrics_dir = self.run_dir / "train_state" / "dvclive"
         s = settings
         torch.manual_seed(s.seed)
-        encoder = ProgREEncoder(spec.model_config)
+        encoder = build_encoder(spec.model_config)
         self.model = ProgREPretrainModel(encoder, spec.num_labels, spec.num_speakers, final_dim=s.final_dim,
                                          logit_temp=s.logit_temp, mask_prob=s.mask_prob,
                                          mask_length=s.mask_length, min_masks=s.min_masks).to(self.device)

@@ -35,10 +35,10 @@ class ModelChoice:
     speaker_branch: bool | None = None
     speaker_layer: int | None = None
     speaker_grad_through: bool = False
-    conv_grad_scale: float = 0.1
+    feature_grad_mult: float = 0.1
 
     def config(self) -> ModelConfig:
-        overrides: dict[str, Any] = {"conv_grad_scale": self.conv_grad_scale}
+        overrides: dict[str, Any] = {"feature_grad_mult": self.feature_grad_mult}
         for name in ("pitch_branch", "speaker_branch", "speaker_layer"):
             if getattr(self, name) is not None:
                 overrides[name] = getattr(self, name)

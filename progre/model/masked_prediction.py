@@ -1,5 +1,6 @@
-"""The pretraining wrapper: span masking and the training heads (masked prediction of frame labels,
-speaker classification) around a `ProgREEncoder`."""
+"""HuBERT's masked prediction around a `ProgREEncoder`: span masking, the training heads (prediction of
+frame labels, ProgRE's speaker classification) and the one pretraining loss. The training loop that
+runs them is `progre.train.loop`."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ class ProgREPretrainModel(nn.Module):
     """A `ProgREEncoder` with HuBERT's masked-prediction head and ProgRE's speaker head.
 
     Args:
-        encoder: the encoder (its config decides which branches exist).
+        encoder: the encoder (a speaker head exists only if it has a speaker branch).
         num_labels: k-means classes of the frame labels.
         num_speakers: speaker classes; the speaker classifier exists only when > 0 and the encoder has
             a speaker branch.
@@ -65,7 +66,7 @@ class ProgREPretrainModel(nn.Module):
         self.final_proj = nn.Linear(dim, final_dim)
         self.label_embeddings = nn.Parameter(torch.empty(num_labels, final_dim).uniform_())
         self.speaker_classifier = (nn.Linear(dim, num_speakers)
-                                   if encoder.config.speaker_branch and num_speakers > 0 else None)
+                                   if encoder.speaker_branch is not None and num_speakers > 0 else None)
 
     def heads_config(self) -> dict:
         """Constructor arguments besides the encoder (stored in checkpoints)."""
