@@ -102,7 +102,7 @@ DRY = Sizes(model="tiny", batch_shapes=((2, 1.0), (1, 1.6)), warmup=1, steps=2, 
             layer_batch_seconds=4.0, loader_workers=(0, 1), loader_batches=3, tests_timeout=120, repeats=1)
 
 VARIANTS = {
-    # name: (TrainSettings overrides, what it measures)
+    # name: (TrainRecipe / RunControl overrides, what it measures)
     "eager": ({"precision": "bf16"}, "bf16 autocast, fused AdamW (the CUDA defaults)"),
     "compile": ({"precision": "bf16", "compile": True}, "as eager, with torch.compile'd Transformer layers and CNN blocks"),
     "foreach": ({"precision": "bf16", "fused_optimizer": False}, "as eager, with foreach AdamW instead of fused"),
@@ -228,7 +228,7 @@ def synthetic_data(shards: Path, num_labels: int, batch_seconds: float, crop_max
                       {"label_rate": 50, "n_clusters": num_labels, "corpus": corpus.fingerprint})
     plan = PlanSettings(batch_seconds=batch_seconds, crop_min_seconds=min(1.0, crop_max), crop_max_seconds=crop_max,
                         bucket_size=64)
-    return PretrainData(corpus, "train", labels, None, None, plan)
+    return PretrainData(corpus, "train", labels, None, None, plan, seed=1234)
 
 
 def training_batches(shapes, num_labels: int, num_speakers: int, device: torch.device, seed: int = 0) -> list[dict]:
@@ -255,7 +255,7 @@ def training_batches(shapes, num_labels: int, num_speakers: int, device: torch.d
 def pretraining(sizes: Sizes, device: torch.device, data, log: Log, deadline: float) -> dict[str, Any]:
     from progre.model import model_config
     from progre.train.distributed import DistInfo
-    from progre.train.loop import RunSpec, Trainer, TrainSettings
+    from progre.train.loop import RunControl, RunSpec, Trainer, TrainRecipe
 
     num_labels, num_speakers = 500, 1000
     peak = peak_tflops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
@@ -275,10 +275,11 @@ def pretraining(sizes: Sizes, device: torch.device, data, log: Log, deadline: fl
         batches = pageable if variant == "pageable" else pinned
         config = model_config(sizes.model, kind, encoder_layerdrop=0.0)
         spec = RunSpec(config, num_labels, num_speakers if config.speaker_branch else 0, 50, "gpu-check", [])
-        settings = TrainSettings(**overrides, warmup_steps=10, max_steps=10**6, log_every=10**6,
-                                 checkpoint_every=10**6, valid_every=10**6)
+        recipe = TrainRecipe(precision=overrides["precision"], warmup_steps=10)
+        control = RunControl(**{k: v for k, v in overrides.items() if k != "precision"}, max_steps=10**6,
+                             log_every=10**6, checkpoint_every=10**6, valid_every=10**6)
         try:
-            trainer = Trainer(settings, spec, data, None, WORK / "gpu-check-run", dist)
+            trainer = Trainer(recipe, control, spec, data, None, WORK / "gpu-check-run", dist)
             warmup = sizes.warmup + (sizes.compile_warmup if variant == "compile" else 0)
             stream = (batches[i % len(batches)] for i in range(10**9))
             start = time.perf_counter()

@@ -58,7 +58,7 @@ from progre.model import model_config
 from progre.data.shards import Shards
 from progre.train.data import PlanSettings, PretrainData, audio_seconds, loader
 from progre.train.distributed import init_distributed
-from progre.train.loop import RunSpec, Trainer, TrainSettings
+from progre.train.loop import RunControl, RunSpec, Trainer, TrainRecipe
 from stages import cluster as cluster_stage
 from stages import features as features_stage
 from stages import shard as shard_stage
@@ -99,11 +99,12 @@ def bench_size(size: str, steps: int, batch_seconds: float, shards: Path, labels
     labels = read_labels(labels_dir)
     p = PretrainParams(model="hubert", size=size, max_steps=10**6, warmup_steps=10, batch_seconds=batch_seconds,
                        crop_min_seconds=1.0, crop_max_seconds=6.0, num_workers=1, lr=5e-4)
-    data = PretrainData(Shards(shards), "train", labels, None, None, p.to(PlanSettings))
+    data = PretrainData(Shards(shards), "train", labels, None, None, p.to(PlanSettings), p.seed)
     spec = RunSpec(model_config(size, "hubert", encoder_layerdrop=0.0), labels.n_clusters, 0, labels.label_rate,
                    "bench", [])
-    trainer = Trainer(p.to(TrainSettings), spec, data, None, WORK / f"run-{size}", dist)
-    fused = Trainer(p.to(TrainSettings, fused_optimizer=True), spec, data, None, WORK / f"run-{size}-fused", dist)
+    recipe = p.to(TrainRecipe)
+    trainer = Trainer(recipe, p.to(RunControl), spec, data, None, WORK / f"run-{size}", dist)
+    fused = Trainer(recipe, p.to(RunControl, fused_optimizer=True), spec, data, None, WORK / f"run-{size}-fused", dist)
     reference = torchaudio_model(size, labels.n_clusters).to(dist.device)
     optimizer = torch.optim.AdamW(reference.parameters(), lr=5e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
 

@@ -197,74 +197,6 @@ class SpeakersParams(Params):
 
 
 @dataclass
-class PretrainParams(Params):
-    SECTION: ClassVar[str] = "pretrain"
-
-    # model
-    model: str = param("progre", "progre, or the HuBERT baseline (both branches off)", choices=("progre", "hubert"))
-    size: str = param("tiny", "model size preset", choices=("tiny", "base", "large"))
-    pitch_branch: bool | None = param(None, "ablation switch for the pitch branch (null: on for progre)")
-    speaker_branch: bool | None = param(None, "ablation switch for the speaker branch (null: on for progre)")
-    speaker_layer: int | None = param(None, "the speaker branch reads the output of this transformer layer "
-                                            "(null: the size preset's, 4 for base, 2 for tiny)", min=1)
-    speaker_loss_weight: float = param(1.0, "weight of the speaker-classification loss", min=0.0)
-    speaker_grad_through: bool = param(False, "let gradient flow through the speaker subtraction "
-                                              "(the release detaches it)")
-    speaker_labels: str = param("corpus", "corpus speaker ids, or a pseudo-speaker table (--speakers)",
-                                choices=("corpus", "pseudo"))
-    # masked prediction
-    mask_prob: float = param(0.8, "fraction of frames that start a masked span (HuBERT: 0.8)", min=0.0, max=1.0)
-    mask_length: int = param(10, "masked span length in frames", min=1)
-    min_masks: int = param(2, "at least this many spans per utterance", min=0)
-    logit_temp: float = param(0.1, "cosine-similarity logits are divided by this", min=1e-4)
-    final_dim: int = param(256, "dimension of the prediction projection and label embeddings", min=1)
-    feature_pen_weight: float = param(10.0, "weight of the mean square of the CNN features", min=0.0)
-    unmasked_loss_weight: float = param(0.0, "weight of the prediction loss on unmasked frames (fairseq's "
-                                             "pred_nomask_weight; HuBERT: 0)", min=0.0)
-    feature_grad_mult: float = param(0.1, "gradient multiplier of the CNN feature encoder (fairseq's "
-                                          "feature_grad_mult; 0 freezes it)", min=0.0)
-    # optimisation
-    lr: float = param(5e-4, "peak learning rate", above=0.0)
-    betas: list[float] = param([0.9, 0.98], "Adam betas")
-    eps: float = param(1e-6, "Adam epsilon", above=0.0)
-    weight_decay: float = param(0.01, "weight decay (AdamW-style, decoupled)", min=0.0)
-    warmup_steps: int = param(32000, "linear warm-up steps", min=0)
-    max_steps: int = param(400000, "optimizer updates", min=1)
-    lr_end: float = param(0.0, "learning rate at the last step of the polynomial decay", min=0.0)
-    decay_power: float = param(1.0, "power of the polynomial decay (1: linear)", min=0.0)
-    clip_norm: float = param(10.0, "gradient-norm clip (0: off)", min=0.0)
-    grad_accum: int = param(1, "gradient-accumulation steps per update", min=1)
-    precision: str = param("auto", "auto: bf16 autocast on CUDA, fp32 on CPU", choices=("auto", "bf16", "fp32"))
-    max_bad_steps: int = param(20, "stop after this many non-finite steps in a row", min=1)
-    # data
-    batch_seconds: float = param(87.5, "audio seconds per batch per process (HuBERT base: ~87.5)", min=0.1)
-    crop_min_seconds: float = param(2.0, "shortest crop; shorter utterances are skipped (and counted)",
-                                    min=0.03)
-    crop_max_seconds: float = param(15.6, "longest crop", min=0.03)
-    bucket_size: int = param(64, "utterances pooled for length bucketing", min=1)
-    num_workers: int = param(1, "data-loader worker processes", min=0)
-    seed: int = param(1234, "random seed of init, masking, crops and order")
-    # speed (free to change between a kill and the resume)
-    fused_optimizer: bool | None = param(None, "AdamW's fused kernel (null: on CUDA only; on the CPU it "
-                                               "rounds differently from the for-loop AdamW the demo uses)")
-    compile: bool = param(False, "torch.compile the Transformer layers and CNN blocks (GPU; measured by "
-                                 "make gpu-check)")
-    # bookkeeping
-    log_every: int = param(10, "log metrics every N updates", min=1)
-    checkpoint_every: int = param(500, "save a resumable checkpoint every N updates", min=1)
-    keep_last: int = param(2, "resumable checkpoints kept", min=1)
-    valid_every: int = param(500, "validate every N updates", min=1)
-    valid_batches: int = param(20, "batches per validation", min=1)
-
-    def check(self) -> None:
-        if self.crop_min_seconds > self.crop_max_seconds:
-            raise UserError(f"crop_min_seconds ({self.crop_min_seconds}) is above "
-                            f"crop_max_seconds ({self.crop_max_seconds})")
-        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
-            raise UserError(f"betas: expected two numbers in [0, 1), got {self.betas}")
-
-
-@dataclass
 class EvaluateParams(Params):
     SECTION: ClassVar[str] = "evaluate"
 
@@ -339,6 +271,8 @@ LIBRARY_SECTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     # class name here: (params.yaml section, the library settings classes it holds)
     "SynthParams": ("synth", ("progre.data.synth:SynthSettings",)),
     "ShardParams": ("shard", ("progre.data.sharding:ShardSettings",)),
+    "PretrainParams": ("pretrain", ("progre.train.pretrain:ModelChoice", "progre.train.data:PlanSettings",
+                                    "progre.train.loop:TrainRecipe", "progre.train.loop:RunControl")),
     "ReportParams": ("report", ("progre.report:ReportSettings",)),
 }
 """Built on first use (`progre --help` need not import the library, and with it torch)."""

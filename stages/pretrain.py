@@ -10,27 +10,33 @@ from __future__ import annotations
 from contextlib import nullcontext
 from pathlib import Path
 
+from progre.cluster.labels import read_labels
+from progre.cluster.speakers import read_speakers
 from progre.config import PretrainParams
 from progre.data.shards import Shards
+from progre.features.store import open_pitch_store
 from progre.io import write_json
 from progre.log import logger
 from progre.outputs import run_folder
 from progre.train.data import PlanSettings
 from progre.train.distributed import init_distributed, shutdown
-from progre.train.loop import TrainSettings
+from progre.train.loop import RunControl, TrainRecipe
 from progre.train.pretrain import ModelChoice, pretrain
 
 
 def run(p: PretrainParams, out: Path, shards: Path, labels: Path, pitch: Path | None = None,
         speakers: Path | None = None) -> dict:
+    corpus = Shards(shards)
+    label_set = read_labels(labels)
+    pitch_store = open_pitch_store(pitch, corpus) if pitch is not None else None
+    speaker_ids = read_speakers(speakers) if speakers is not None else None
     dist = init_distributed()
     # rank 0 owns the run folder (the others write nothing into it)
     folder = run_folder(out, "pretrain", inputs=[shards, labels, pitch, speakers]) if dist.is_main else nullcontext()
     try:
         with folder:
-            summary = pretrain(Shards(shards), labels, out, p.to(ModelChoice), p.to(PlanSettings),
-                               p.to(TrainSettings), dist, pitch=pitch, speakers=speakers,
-                               speaker_labels=p.speaker_labels)
+            summary = pretrain(corpus, label_set, pitch_store, speaker_ids, p.to(ModelChoice), p.to(PlanSettings),
+                               p.to(TrainRecipe), p.to(RunControl), dist, out)
             if dist.is_main:
                 write_json(out / "metrics.json", summary)
     finally:

@@ -106,13 +106,13 @@ def _settings_pairs():
     from progre.downstream.evaluation import EvaluationSettings
     from progre.features.extract import FeatureSettings
     from progre.train.data import PlanSettings
-    from progre.train.loop import TrainSettings
+    from progre.train.loop import RunControl, TrainRecipe
     from progre.train.pretrain import ModelChoice
 
     return {
         config.SynthParams: [SynthSettings], config.ShardParams: [ShardSettings],
         config.FeaturesParams: [FeatureSettings], config.ClusterParams: [ClusterSettings],
-        config.SpeakersParams: [SpeakerSettings], config.PretrainParams: [ModelChoice, PlanSettings, TrainSettings],
+        config.SpeakersParams: [SpeakerSettings], config.PretrainParams: [ModelChoice, PlanSettings, TrainRecipe, RunControl],
         config.EvaluateParams: [EvaluationSettings],
     }
 
@@ -137,12 +137,12 @@ def test_every_library_setting_comes_from_a_parameter_and_no_parameter_is_droppe
 
 
 def test_params_to_settings_copies_values_by_name():
-    from progre.train.loop import TrainSettings
+    from progre.train.loop import RunControl, TrainRecipe
 
     p = PretrainParams(lr=2e-3, betas=[0.8, 0.9], max_steps=7)
-    s = p.to(TrainSettings)
-    assert (s.lr, s.betas, s.max_steps, s.seed) == (2e-3, [0.8, 0.9], 7, p.seed)
-    assert p.to(TrainSettings, lr=1.0).lr == 1.0
+    s = p.to(TrainRecipe)
+    assert (s.lr, s.betas, s.seed, p.to(RunControl).max_steps) == (2e-3, [0.8, 0.9], p.seed, 7)
+    assert p.to(TrainRecipe, lr=1.0).lr == 1.0
 
 
 def test_the_library_never_imports_the_cli_parameters():

@@ -123,10 +123,9 @@ def test_non_finite_steps_are_skipped_counted_and_stop_when_persistent(phone_sha
 def test_plans_are_deterministic_frame_aligned_and_within_budget(phone_shards, phone_labels):
     labels, pitch = phone_labels
     label_set = read_labels(labels)
-    plan_of = lambda seed: data_lib.PlanSettings(batch_seconds=1.5, crop_min_seconds=0.3,  # noqa: E731
-                                                 crop_max_seconds=1.0, bucket_size=4, seed=seed)
+    settings = data_lib.PlanSettings(batch_seconds=1.5, crop_min_seconds=0.3, crop_max_seconds=1.0, bucket_size=4)
     make = lambda seed: data_lib.PretrainData(Shards(phone_shards), "train", label_set,  # noqa: E731
-                                              FeatureStore(pitch), None, plan_of(seed))
+                                              FeatureStore(pitch), None, settings, seed)
     data = make(0)
     plan = data.epoch_plan(0)
     assert sorted(i for b in plan for i in b.items) == list(range(len(data.items)))  # each utterance once
@@ -153,7 +152,7 @@ def test_ranks_split_the_micro_batch_sequence(phone_shards, phone_labels):
     labels, _ = phone_labels
     data = data_lib.PretrainData(Shards(phone_shards), "train", read_labels(labels), None, None,
                                  data_lib.PlanSettings(batch_seconds=1.0, crop_min_seconds=0.3, crop_max_seconds=1.0,
-                                                       bucket_size=4, seed=1))
+                                                       bucket_size=4), seed=1)
     single = [data.batch_at(k) for k in range(12)]
     per_rank = [data_lib.MicroBatches(data, 0, rank, 2) for rank in range(2)]
     streams = [iter(ds) for ds in per_rank]

@@ -61,6 +61,8 @@ class LabelSet:
     labels: dict[str, np.ndarray]
     splits: dict[str, str]
     meta: dict[str, Any]
+    source: Path | None = None
+    """The folder (or file) they were read from."""
 
     @property
     def label_rate(self) -> int:
@@ -86,4 +88,4 @@ def read_labels(folder: Path) -> LabelSet:
     values = column.values.to_numpy(zero_copy_only=False)
     offsets = column.offsets.to_numpy()
     labels = {k: values[offsets[i]:offsets[i + 1]] for i, k in enumerate(keys)}
-    return LabelSet(labels, dict(zip(keys, splits)), meta)
+    return LabelSet(labels, dict(zip(keys, splits)), meta, Path(folder))

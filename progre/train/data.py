@@ -34,19 +34,25 @@ from ..features.store import FeatureStore
 from ..frames import MODEL_HOP, SAMPLE_RATE, WINDOW, labels_per_frame, num_frames
 from ..log import logger
 from ..model.masked_prediction import IGNORE_LABEL
+from ..settings import setting
 
 LABEL_LENGTH_TOLERANCE = 2  # frames; more is a misalignment, not rounding
 
 
 @dataclass(frozen=True)
 class PlanSettings:
-    """How training batches are planned (part of the `pretrain` params section)."""
+    """How training batches are planned (part of the `pretrain` params section; the plan's seed is the
+    run's, `TrainRecipe.seed`)."""
 
-    batch_seconds: float = 87.5
-    crop_min_seconds: float = 2.0
-    crop_max_seconds: float = 15.6
-    bucket_size: int = 64
-    seed: int = 1234
+    batch_seconds: float = setting(87.5, "audio seconds per batch per process (HuBERT base: ~87.5)", min=0.1)
+    crop_min_seconds: float = setting(2.0, "shortest crop; shorter utterances are skipped (and counted)", min=0.03)
+    crop_max_seconds: float = setting(15.6, "longest crop", min=0.03)
+    bucket_size: int = setting(64, "utterances pooled for length bucketing", min=1)
+
+    def __post_init__(self) -> None:
+        if self.crop_min_seconds > self.crop_max_seconds:
+            raise UserError(f"crop_min_seconds ({self.crop_min_seconds}) is above "
+                            f"crop_max_seconds ({self.crop_max_seconds})")
 
 
 @dataclass
@@ -88,7 +94,7 @@ class PretrainData:
     """The utterances of one split joined with their labels, pitch and speaker ids."""
 
     def __init__(self, shards: Shards, split: str, labels: LabelSet, pitch: FeatureStore | None,
-                 speakers: dict[str, int] | None, plan: PlanSettings):
+                 speakers: dict[str, int] | None, plan: PlanSettings, seed: int):
         self.shards = shards
         self.labels, self.pitch = labels, pitch
         if labels.label_rate not in (50, 100):
@@ -101,7 +107,7 @@ class PretrainData:
         if self.budget < max(self.crop_min, WINDOW):
             raise UserError(f"pretrain.batch_seconds ({plan.batch_seconds}) is below the shortest usable utterance "
                             f"(crop_min_seconds {plan.crop_min_seconds}): no batch could hold one")
-        self.bucket_size, self.seed = plan.bucket_size, plan.seed
+        self.bucket_size, self.seed = plan.bucket_size, seed
         self.items, self.report = self._join(split, speakers)
         if not self.items:
             raise UserError(f"no usable {split} utterances in {shards.folder} (see the skipped counts above)")

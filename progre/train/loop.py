@@ -16,7 +16,7 @@ import shutil
 import time
 from collections import defaultdict
 from contextlib import contextmanager, nullcontext
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from ..errors import UserError
 from ..log import logger, progress_bar
 from ..model import ModelConfig, ProgREEncoder, ProgREPretrainModel, build_encoder, pretraining_losses
 from ..model.config import upgrade_config_dict
+from ..settings import default_of, setting
 from .checkpoints import CheckpointStore
 from .data import PlanSettings, PretrainData, audio_seconds, loader
 from .distributed import DistInfo, all_true, barrier, mean_over_ranks
@@ -36,61 +37,68 @@ from .schedule import learning_rate
 
 
 @dataclass(frozen=True)
-class TrainSettings:
-    """What the loop needs besides the model and the data (the rest of the `pretrain` params section)."""
+class TrainRecipe:
+    """The training settings that change the trained weights (part of the `pretrain` params section).
+    A checkpoint resumes only when these, the batch plan (`PlanSettings`) and the `RunSpec` are what it
+    was trained with (`resume_key`); a setting that a checkpoint predates counts as unchanged while it
+    keeps its default, so adding one never sets runs aside."""
 
     # the pretraining heads and the loss
-    mask_prob: float = 0.8
-    mask_length: int = 10
-    min_masks: int = 2
-    logit_temp: float = 0.1
-    final_dim: int = 256
-    feature_pen_weight: float = 10.0
-    unmasked_loss_weight: float = 0.0
-    speaker_loss_weight: float = 1.0
+    mask_prob: float = setting(0.8, "fraction of frames that start a masked span (HuBERT: 0.8)", min=0.0, max=1.0)
+    mask_length: int = setting(10, "masked span length in frames", min=1)
+    min_masks: int = setting(2, "at least this many spans per utterance", min=0)
+    logit_temp: float = setting(0.1, "cosine-similarity logits are divided by this", min=1e-4)
+    final_dim: int = setting(256, "dimension of the prediction projection and label embeddings", min=1)
+    feature_pen_weight: float = setting(10.0, "weight of the mean square of the CNN features", min=0.0)
+    unmasked_loss_weight: float = setting(0.0, "weight of the prediction loss on unmasked frames (fairseq's "
+                                               "pred_nomask_weight; HuBERT: 0)", min=0.0)
+    speaker_loss_weight: float = setting(1.0, "weight of the speaker-classification loss", min=0.0)
     # optimisation
-    lr: float = 5e-4
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
-    eps: float = 1e-6
-    weight_decay: float = 0.01
-    warmup_steps: int = 32000
-    max_steps: int = 400000
-    lr_end: float = 0.0
-    decay_power: float = 1.0
-    clip_norm: float = 10.0
-    grad_accum: int = 1
-    precision: str = "auto"
-    seed: int = 1234
-    # run control: free to change between a kill and the resume
-    max_bad_steps: int = 20
-    num_workers: int = 1
-    fused_optimizer: bool | None = None
-    """AdamW's fused kernel; None: on CUDA only (on the CPU the for-loop AdamW, whose numbers the demo
-    reports hold: the fused one rounds differently, by about one float32 ulp per update)."""
-    compile: bool = False
-    """`torch.compile` the Transformer layers and CNN blocks (dynamic shapes; the first steps compile)."""
-    log_every: int = 10
-    checkpoint_every: int = 500
-    keep_last: int = 2
-    valid_every: int = 500
-    valid_batches: int = 20
+    lr: float = setting(5e-4, "peak learning rate", above=0.0)
+    betas: list[float] = setting([0.9, 0.98], "Adam betas")
+    eps: float = setting(1e-6, "Adam epsilon", above=0.0)
+    weight_decay: float = setting(0.01, "weight decay (AdamW-style, decoupled)", min=0.0)
+    warmup_steps: int = setting(32000, "linear warm-up steps", min=0)
+    lr_end: float = setting(0.0, "learning rate at the last step of the polynomial decay", min=0.0)
+    decay_power: float = setting(1.0, "power of the polynomial decay (1: linear)", min=0.0)
+    clip_norm: float = setting(10.0, "gradient-norm clip (0: off)", min=0.0)
+    grad_accum: int = setting(1, "gradient-accumulation steps per update", min=1)
+    precision: str = setting("auto", "auto: bf16 autocast on CUDA, fp32 on CPU", choices=("auto", "bf16", "fp32"))
+    seed: int = setting(1234, "random seed of init, masking, crops and order")
+
+    def __post_init__(self) -> None:
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise UserError(f"betas: expected two numbers in [0, 1), got {list(self.betas)}")
 
 
-RESUME_FIELDS = ("mask_prob", "mask_length", "min_masks", "logit_temp", "final_dim", "feature_pen_weight",
-                 "unmasked_loss_weight", "speaker_loss_weight", "lr", "betas", "eps", "weight_decay", "warmup_steps",
-                 "lr_end", "decay_power", "clip_norm", "grad_accum", "precision", "seed")
-"""The training settings that change the trained weights. A checkpoint resumes only when these, the
-batch plan (`PlanSettings`) and the `RunSpec` are what it was trained with; the run-control settings
-and `max_steps` may change (a larger `max_steps` continues a finished run). A setting that a checkpoint
-predates counts as unchanged while it keeps its default, so adding one never sets runs aside."""
+@dataclass(frozen=True)
+class RunControl:
+    """How long a run goes and how it reports, checkpoints and feeds itself (part of the `pretrain` params
+    section): free to change between a kill and the resume. A larger `max_steps` continues a finished
+    run (the polynomial decay then restarts over the new horizon)."""
 
-DEFAULTS = {f.name: f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
-            for cls in (TrainSettings, PlanSettings) for f in fields(cls)}
+    max_steps: int = setting(400000, "optimizer updates", min=1)
+    max_bad_steps: int = setting(20, "stop after this many non-finite steps in a row", min=1)
+    num_workers: int = setting(1, "data-loader worker processes", min=0)
+    fused_optimizer: bool | None = setting(None, "AdamW's fused kernel (null: on CUDA only; on the CPU it rounds "
+                                                 "differently, by about one float32 ulp per update, from the for-loop "
+                                                 "AdamW whose numbers the demo reports hold)")
+    compile: bool = setting(False, "torch.compile the Transformer layers and CNN blocks (GPU; dynamic shapes, the "
+                                   "first steps compile; measured by make gpu-check)")
+    log_every: int = setting(10, "log metrics every N updates", min=1)
+    checkpoint_every: int = setting(500, "save a resumable checkpoint every N updates", min=1)
+    keep_last: int = setting(2, "resumable checkpoints kept", min=1)
+    valid_every: int = setting(500, "validate every N updates", min=1)
+    valid_batches: int = setting(20, "batches per validation", min=1)
+
+
+DEFAULTS = {f.name: default_of(f) for cls in (TrainRecipe, PlanSettings) for f in fields(cls)}
+"""The defaults of every setting in the resume key: a checkpoint that predates one resumes while it keeps it."""
 
 
 @dataclass
 class RunSpec:
-    """What a run trains and on what; checked on resume like `RESUME_FIELDS`."""
+    """What a run trains and on what; checked on resume like `TrainRecipe`."""
 
     model_config: ModelConfig
     num_labels: int
@@ -115,9 +123,9 @@ def micro_seed(seed: int, k: int) -> int:
     return int(np.random.SeedSequence([seed, k]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
-def resume_key(spec: RunSpec, settings: TrainSettings, plan: PlanSettings) -> dict[str, Any]:
+def resume_key(spec: RunSpec, recipe: TrainRecipe, plan: PlanSettings) -> dict[str, Any]:
     """Everything a checkpoint must share with the run that resumes it."""
-    return spec.compatibility() | {k: getattr(settings, k) for k in RESUME_FIELDS} | asdict(plan)
+    return spec.compatibility() | asdict(recipe) | asdict(plan)
 
 
 def saved_resume_key(state: dict[str, Any]) -> dict[str, Any]:
@@ -185,23 +193,23 @@ def differing_settings(saved: dict[str, Any], wanted: dict[str, Any]) -> list[st
 class Trainer:
     """Masked-prediction pretraining of one model: `run` trains (resuming when it can) to `max_steps`."""
 
-    def __init__(self, settings: TrainSettings, spec: RunSpec, data: PretrainData, valid: PretrainData | None,
-                 run_dir: Path, dist: DistInfo):
-        self.settings, self.spec, self.data, self.valid = settings, spec, data, valid
+    def __init__(self, recipe: TrainRecipe, control: RunControl, spec: RunSpec, data: PretrainData,
+                 valid: PretrainData | None, run_dir: Path, dist: DistInfo):
+        self.recipe, self.control, self.spec, self.data, self.valid = recipe, control, spec, data, valid
         self.run_dir, self.dist = Path(run_dir), dist
         self.device = dist.device
-        self.store = CheckpointStore(self.run_dir / "train_state" / "checkpoints", settings.keep_last)
+        self.store = CheckpointStore(self.run_dir / "train_state" / "checkpoints", control.keep_last)
         self.metrics_dir = self.run_dir / "train_state" / "dvclive"
-        s = settings
-        torch.manual_seed(s.seed)
+        r, c = recipe, control
+        torch.manual_seed(r.seed)
         encoder = build_encoder(spec.model_config)
-        self.model = ProgREPretrainModel(encoder, spec.num_labels, spec.num_speakers, final_dim=s.final_dim,
-                                         logit_temp=s.logit_temp, mask_prob=s.mask_prob,
-                                         mask_length=s.mask_length, min_masks=s.min_masks).to(self.device)
-        fused = s.fused_optimizer if s.fused_optimizer is not None else self.device.type == "cuda"
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=s.lr, betas=tuple(s.betas), eps=s.eps,
-                                           weight_decay=s.weight_decay, fused=fused)
-        if s.compile:
+        self.model = ProgREPretrainModel(encoder, spec.num_labels, spec.num_speakers, final_dim=r.final_dim,
+                                         logit_temp=r.logit_temp, mask_prob=r.mask_prob,
+                                         mask_length=r.mask_length, min_masks=r.min_masks).to(self.device)
+        fused = c.fused_optimizer if c.fused_optimizer is not None else self.device.type == "cuda"
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=r.lr, betas=tuple(r.betas), eps=r.eps,
+                                           weight_decay=r.weight_decay, fused=fused)
+        if c.compile:
             compile_blocks(self.model.encoder)
         self.step = 0
         self.bad_steps = 0
@@ -212,13 +220,13 @@ class Trainer:
         if dist.enabled:
             self.ddp = DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda"
                                                else None, find_unused_parameters=spec.model_config.speaker_branch)
-        use_bf16 = s.precision == "bf16" or (s.precision == "auto" and self.device.type == "cuda")
+        use_bf16 = r.precision == "bf16" or (r.precision == "auto" and self.device.type == "cuda")
         self.autocast_dtype = torch.bfloat16 if use_bf16 else None
 
     # ------------------------------------------------------------------ resume
 
     def resume_key(self) -> dict[str, Any]:
-        return resume_key(self.spec, self.settings, self.data.plan)
+        return resume_key(self.spec, self.recipe, self.data.plan)
 
     def resume(self) -> bool:
         """Load the newest checkpoint that loads, if any; True if training continues from it. Newer ones
@@ -242,7 +250,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.bad_steps = state["step"], state["bad_steps"]
         self.audio_seconds, self.wall_seconds = state["audio_seconds"], state["wall_seconds"]
-        logger.info("resuming from %s (update %d of %d)", latest, self.step, self.settings.max_steps)
+        logger.info("resuming from %s (update %d of %d)", latest, self.step, self.control.max_steps)
         return True
 
     def _supersede(self, latest: Path, differing: list[str]) -> None:
@@ -273,9 +281,9 @@ class Trainer:
     def _forward(self, batch: dict[str, Any], k: int, distributed: bool = True) -> dict[str, torch.Tensor]:
         """Losses of micro-batch k. Validation passes distributed=False: the DDP wrapper's forward is a
         collective (buffer broadcast), and ranks may validate different numbers of batches."""
-        s = self.settings
-        torch.manual_seed(micro_seed(s.seed, k))  # dropout
-        masks = torch.Generator().manual_seed(micro_seed(s.seed, k) ^ 0x5DEECE66D)
+        r = self.recipe
+        torch.manual_seed(micro_seed(r.seed, k))  # dropout
+        masks = torch.Generator().manual_seed(micro_seed(r.seed, k) ^ 0x5DEECE66D)
         wav = batch["wav"].to(self.device, non_blocking=True)
         lengths = batch["lengths"]  # on the CPU: the model reads them there (no wait for the GPU)
         pitch = batch["pitch"].to(self.device, non_blocking=True) if batch["pitch"] is not None else None
@@ -283,35 +291,35 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
                             enabled=self.autocast_dtype is not None):
             out = module(wav, lengths, batch["labels"], pitch=pitch, generator=masks)
-        return pretraining_losses(out, batch["speakers"].to(self.device), unmasked_weight=s.unmasked_loss_weight,
-                                  feature_penalty_weight=s.feature_pen_weight, speaker_weight=s.speaker_loss_weight)
+        return pretraining_losses(out, batch["speakers"].to(self.device), unmasked_weight=r.unmasked_loss_weight,
+                                  feature_penalty_weight=r.feature_pen_weight, speaker_weight=r.speaker_loss_weight)
 
     def train_step(self, batches) -> dict[str, float]:
         """One optimizer update from `grad_accum` micro-batches; returns its statistics."""
-        s = self.settings
+        r, c = self.recipe, self.control
         self.model.train()
-        lr = learning_rate(self.step, peak=s.lr, warmup_steps=s.warmup_steps, max_steps=s.max_steps,
-                           end=s.lr_end, power=s.decay_power)
+        lr = learning_rate(self.step, peak=r.lr, warmup_steps=r.warmup_steps, max_steps=c.max_steps,
+                           end=r.lr_end, power=r.decay_power)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         buffers = {n: b.detach().clone() for n, b in self.model.named_buffers()}
         stats: dict[str, float] = defaultdict(float)
         seconds = 0.0
-        for micro in range(s.grad_accum):
-            k = (self.step * s.grad_accum + micro) * self.dist.world_size + self.dist.rank
+        for micro in range(r.grad_accum):
+            k = (self.step * r.grad_accum + micro) * self.dist.world_size + self.dist.rank
             batch = next(batches)
             seconds += audio_seconds(batch)
-            sync = micro == s.grad_accum - 1
+            sync = micro == r.grad_accum - 1
             context = self.ddp.no_sync() if (self.ddp is not None and not sync) else nullcontext()
             with context:
                 losses = self._forward(batch, k)
-                (losses["loss"] / s.grad_accum).backward()
+                (losses["loss"] / r.grad_accum).backward()
             # one device-to-host copy for all of them (each float() would wait for the GPU)
             values = torch.stack([value.detach().double() for value in losses.values()]).tolist()
             for name, value in zip(losses, values):
-                stats[name] += value / s.grad_accum
+                stats[name] += value / r.grad_accum
         params = [q for q in self.model.parameters() if q.grad is not None]
-        grad_norm = clip_grad_norm(params, s.clip_norm if s.clip_norm > 0 else float("inf"))
+        grad_norm = clip_grad_norm(params, r.clip_norm if r.clip_norm > 0 else float("inf"))
         finite = all_true(bool(torch.isfinite(grad_norm)) and all(np.isfinite(v) for v in stats.values()), self.dist)
         if finite:
             with optimizer_threads(self.device):
@@ -325,7 +333,7 @@ class Trainer:
             self.consecutive_bad += 1
             logger.warning("update %d: non-finite loss or gradient, skipped (%d in a row)", self.step,
                            self.consecutive_bad)
-            if self.consecutive_bad >= s.max_bad_steps:
+            if self.consecutive_bad >= c.max_bad_steps:
                 raise UserError(f"{self.consecutive_bad} non-finite updates in a row (last at {self.step}); "
                                 f"lower pretrain.lr or check the data; the last checkpoint is intact")
         self.optimizer.zero_grad(set_to_none=True)
@@ -343,7 +351,7 @@ class Trainer:
         self.model.eval()
         # sums and counts over ranks (a rank may get no batch when there are few), the same keys everywhere
         totals = {"loss_masked": 0.0, "acc_masked": 0.0, "batches": 0.0}
-        for j in range(self.dist.rank, min(self.settings.valid_batches, self.valid.batches_per_epoch()),
+        for j in range(self.dist.rank, min(self.control.valid_batches, self.valid.batches_per_epoch()),
                        self.dist.world_size):
             batch = self.valid.load(self.valid.batch_at(j))
             losses = self._forward(batch, VALID_SEED_OFFSET + j, distributed=False)  # same masks every time
@@ -357,30 +365,30 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
 
     def run(self) -> dict[str, Any]:
-        s = self.settings
+        r, c = self.recipe, self.control
         self.resume()
-        if self.step >= s.max_steps:
+        if self.step >= c.max_steps:
             logger.info("training already finished (%d updates)", self.step)
             return self._summary()
         metrics = MetricsLog(self.metrics_dir, resume=self.step > 0) if self.dist.is_main else None
-        batches = iter(loader(self.data, self.step * s.grad_accum * self.dist.world_size, self.dist.rank,
-                              self.dist.world_size, s.num_workers, pin_memory=self.device.type == "cuda"))
+        batches = iter(loader(self.data, self.step * r.grad_accum * self.dist.world_size, self.dist.rank,
+                              self.dist.world_size, c.num_workers, pin_memory=self.device.type == "cuda"))
         window: dict[str, list[float]] = defaultdict(list)
         started = time.perf_counter()
         wall_before = self.wall_seconds
         with progress_bar() as progress:
-            task = progress.add_task("pretraining", total=s.max_steps, completed=self.step)
-            while self.step < s.max_steps:
+            task = progress.add_task("pretraining", total=c.max_steps, completed=self.step)
+            while self.step < c.max_steps:
                 t0 = time.perf_counter()
                 stats = self.train_step(batches)
                 stats["audio_per_second"] = stats.pop("audio_seconds") / max(time.perf_counter() - t0, 1e-9)
                 for name, value in stats.items():
                     window[name].append(value)
                 self.wall_seconds = wall_before + time.perf_counter() - started
-                done = self.step == s.max_steps
+                done = self.step == c.max_steps
                 # every rank takes the same branches, so the collectives inside line up
-                log_now = self.step % s.log_every == 0 or done
-                valid_now = self.step % s.valid_every == 0 or done
+                log_now = self.step % c.log_every == 0 or done
+                valid_now = self.step % c.valid_every == 0 or done
                 record: dict[str, float] = {}
                 if log_now:
                     record |= mean_over_ranks({f"train/{n}": float(np.mean(v)) for n, v in window.items()},
@@ -392,7 +400,7 @@ class Trainer:
                     record |= self.validate()
                 if record and metrics is not None:
                     metrics.log(self.step, record | {"bad_steps": self.bad_steps, "wall_seconds": self.wall_seconds})
-                if self.step % s.checkpoint_every == 0 or done:
+                if self.step % c.checkpoint_every == 0 or done:
                     self._checkpoint()
                 progress.update(task, completed=self.step)
         return self._summary()

@@ -12,30 +12,37 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..cluster.labels import read_labels
-from ..cluster.speakers import read_speakers
+from ..cluster.labels import LabelSet
 from ..data.shards import Shards
 from ..errors import UserError
-from ..features.store import open_pitch_store
+from ..features.store import FeatureStore
 from ..log import logger
 from ..model import ModelConfig, model_config, save_checkpoint
+from ..model.config import KINDS, SIZES
+from ..settings import setting
 from .data import PlanSettings, PretrainData, speaker_ids
 from .distributed import DistInfo
-from .loop import RunSpec, Trainer, TrainSettings
+from .loop import RunControl, RunSpec, Trainer, TrainRecipe
 from .metrics import plot_curves
 
 
 @dataclass(frozen=True)
 class ModelChoice:
-    """Which model to pretrain: a size preset, ProgRE or HuBERT, and the branch switches."""
+    """Which model to pretrain: a size preset, ProgRE or HuBERT, the branch switches, and what the speaker
+    branch learns from (part of the `pretrain` params section)."""
 
-    model: str = "progre"
-    size: str = "tiny"
-    pitch_branch: bool | None = None
-    speaker_branch: bool | None = None
-    speaker_layer: int | None = None
-    speaker_grad_through: bool = False
-    feature_grad_mult: float = 0.1
+    model: str = setting("progre", "progre, or the HuBERT baseline (both branches off)", choices=KINDS)
+    size: str = setting("tiny", "model size preset", choices=SIZES)
+    pitch_branch: bool | None = setting(None, "ablation switch for the pitch branch (null: on for progre)")
+    speaker_branch: bool | None = setting(None, "ablation switch for the speaker branch (null: on for progre)")
+    speaker_layer: int | None = setting(None, "the speaker branch reads the output of this transformer layer "
+                                              "(null: the size preset's, 4 for base, 2 for tiny)", min=1)
+    speaker_grad_through: bool = setting(False, "let gradient flow through the speaker subtraction "
+                                                "(the release detaches it)")
+    speaker_labels: str = setting("corpus", "corpus speaker ids, or a pseudo-speaker table (--speakers)",
+                                  choices=("corpus", "pseudo"))
+    feature_grad_mult: float = setting(0.1, "gradient scale of the CNN feature encoder (fairseq's "
+                                            "feature_grad_mult)", min=0.0)
 
     def config(self) -> ModelConfig:
         overrides: dict[str, Any] = {"feature_grad_mult": self.feature_grad_mult}
@@ -49,51 +56,53 @@ class ModelChoice:
             raise UserError(f"pretrain: {exc}") from None
 
 
-def speaker_names(shards: Shards, speakers: Path | None, source: str) -> dict[str, str | None]:
-    """key -> speaker name, from the corpus index ("corpus") or a pseudo-speaker folder ("pseudo")."""
+def speaker_names(shards: Shards, speakers: dict[str, str] | None, source: str) -> dict[str, str | None]:
+    """key -> speaker name, from the corpus index ("corpus") or a pseudo-speaker table ("pseudo")."""
     if source == "pseudo":
         if speakers is None:
             raise UserError("pretrain.speaker_labels=pseudo needs --speakers (from `progre pseudo-speakers`)")
-        return read_speakers(speakers)
+        return speakers
     return shards.column("speaker")
 
 
-def pretrain(shards: Shards, labels: Path, out: Path, choice: ModelChoice, plan: PlanSettings,
-             settings: TrainSettings, dist: DistInfo, pitch: Path | None = None, speakers: Path | None = None,
-             speaker_labels: str = "corpus") -> dict[str, Any]:
-    """Train into the run folder `out`; returns the summary (steps, final losses and accuracies, data counts)."""
-    label_set = read_labels(labels)
-    if label_set.meta.get("corpus") != shards.fingerprint:
-        raise UserError(f"the labels in {labels} belong to another corpus than {shards.folder}; relabel it")
+def pretrain(shards: Shards, labels: LabelSet, pitch: FeatureStore | None, speakers: dict[str, str] | None,
+             choice: ModelChoice, plan: PlanSettings, recipe: TrainRecipe, control: RunControl, dist: DistInfo,
+             out: Path) -> dict[str, Any]:
+    """Train into the run folder `out` on `shards` with their k-means `labels`, pitch contours (for a model
+    with a pitch branch) and pseudo speakers (key -> id, for `speaker_labels` pseudo); returns the summary
+    (steps, final losses and accuracies, data counts)."""
+    if labels.meta.get("corpus") != shards.fingerprint:
+        raise UserError(f"the labels in {labels.source} belong to another corpus than {shards.folder}; relabel it")
     config = choice.config()
-    pitch_store = None
-    if config.pitch_branch:
-        if pitch is None:
-            raise UserError("the ProgRE model needs --pitch (from `progre features --kind pitch`)")
-        pitch_store = open_pitch_store(pitch, shards)
+    if config.pitch_branch and pitch is None:
+        raise UserError("the ProgRE model needs --pitch (from `progre features --kind pitch`)")
+    pitch_store = pitch if config.pitch_branch else None
     speaker_map, vocabulary = None, []
     if config.speaker_branch:
-        speaker_map, vocabulary = speaker_ids(speaker_names(shards, speakers, speaker_labels), shards.keys("train"))
+        names = speaker_names(shards, speakers, choice.speaker_labels)
+        speaker_map, vocabulary = speaker_ids(names, shards.keys("train"))
         if not vocabulary:
             raise UserError("the speaker branch needs speaker labels: the corpus has none "
                             "(use pretrain.speaker_labels=pseudo with --speakers)")
-    data = PretrainData(shards, "train", label_set, pitch_store, speaker_map, plan)
-    valid = PretrainData(shards, "valid", label_set, pitch_store, speaker_map, plan) if shards.keys("valid") else None
-    spec = RunSpec(config, label_set.n_clusters, len(vocabulary), label_set.label_rate, shards.fingerprint,
+    data = PretrainData(shards, "train", labels, pitch_store, speaker_map, plan, recipe.seed)
+    valid = PretrainData(shards, "valid", labels, pitch_store, speaker_map, plan, recipe.seed) \
+        if shards.keys("valid") else None
+    speaker_labels = choice.speaker_labels
+    spec = RunSpec(config, labels.n_clusters, len(vocabulary), labels.label_rate, shards.fingerprint,
                    vocabulary, speaker_labels)
-    trainer = Trainer(settings, spec, data, valid, out, dist)
+    trainer = Trainer(recipe, control, spec, data, valid, out, dist)
     logger.info("pretraining %s (%s, %.2fM parameters) on %d utterances, %d batches per epoch, labels k=%d at "
                 "%d Hz%s", config.kind, choice.size, trainer.model.encoder.num_parameters() / 1e6, data.report.usable,
-                data.batches_per_epoch(), label_set.n_clusters, label_set.label_rate,
+                data.batches_per_epoch(), labels.n_clusters, labels.label_rate,
                 f", {len(vocabulary)} {speaker_labels} speakers" if vocabulary else "")
     summary = trainer.run()
     if dist.is_main:
-        save_checkpoint(out / "model", trainer.model, {"speakers": vocabulary, "label_rate": label_set.label_rate,
+        save_checkpoint(out / "model", trainer.model, {"speakers": vocabulary, "label_rate": labels.label_rate,
                                                        "corpus": shards.fingerprint, "step": trainer.step,
-                                                       "labels": str(labels), "speaker_labels": speaker_labels})
+                                                       "labels": str(labels.source), "speaker_labels": speaker_labels})
         summary |= data.report.as_dict() | {"model": config.kind, "size": choice.size,
                                             "parameters": trainer.model.encoder.num_parameters(),
                                             "speaker_labels": speaker_labels if vocabulary else None}
         plot_curves(trainer.metrics_dir, out / "curves.png",
-                    f"{config.kind} ({choice.size}), labels k={label_set.n_clusters}")
+                    f"{config.kind} ({choice.size}), labels k={labels.n_clusters}")
     return summary
