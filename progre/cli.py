@@ -144,10 +144,19 @@ def features(
     """Extract MFCC, pitch contours or hidden features of a layer, for k-means and training."""
     overrides = list(set_ or []) + ([f"layer={layer}"] if layer is not None else [])
     p = _load(config.FeaturesParams, params, overrides)
-    from stages import features as stage
+    if kind is FeatureKind.pitch:
+        from stages import pitch as pitch_stage
 
-    stage.run(p, kind=kind.value, shards=shards, out=out, checkpoint=checkpoint, rank=rank, world_size=world_size,
-              pitch=pitch, overwrite=overwrite)
+        pitch_stage.run(p, shards=shards, out=out, rank=rank, world_size=world_size, overwrite=overwrite)
+    elif kind is FeatureKind.mfcc:
+        from stages import mfcc as mfcc_stage
+
+        mfcc_stage.run(p, shards=shards, out=out, rank=rank, world_size=world_size, overwrite=overwrite)
+    else:
+        from stages import layer as layer_stage
+
+        layer_stage.run(p, shards=shards, out=out, checkpoint=checkpoint, pitch=pitch, rank=rank,
+                        world_size=world_size, overwrite=overwrite)
 
 
 @app.command(epilog=_epilog(config.ClusterParams))

@@ -299,7 +299,8 @@ class FeaturesParams(Params):
                                         "stored for k-means fitting (HuBERT: 0.1)", min=0.0, max=1.0)
     sample_split: str = param("train", "split the k-means sample is drawn from", choices=("train", "valid", "test"))
     seed: int = param(1234, "random seed of the utterance sample")
-    batch_seconds: float = param(120.0, "audio seconds per batch for MFCC and hidden features", min=1.0)
+    batch_seconds: float = param(120.0, "audio seconds per batch for MFCC and hidden features (and per batch handed to "
+                                          "the pitch workers)", min=1.0)
     chunk_seconds: float = param(30.0, "longer utterances are processed in chunks of this length (hidden "
                                        "features)", min=1.0)
     layer: int = param(6, "transformer layer (1-based) for hidden features", min=1)

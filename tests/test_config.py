@@ -102,7 +102,7 @@ def _settings_pairs():
     from progre.data.sharding import ShardSettings
     from progre.data.synth import SynthSettings
     from progre.downstream.protocol import EvaluationSettings
-    from progre.features.extract import FeatureSettings
+    from progre.features.writing import FeatureSettings
     from progre.train.data import PlanSettings
     from progre.train.loop import TrainSettings
     from progre.train.pretrain import ModelChoice

@@ -18,7 +18,7 @@ from progre.downstream.conversion import FEATURES, FeatureHead, world_frame_inde
 from progre.downstream.enhancement import (BINS, Pair, SpeechEnhancement, istft, model_frames_of_stft,
                                            phase_sensitive_mask, stft)
 from progre.downstream.speech_metrics import pesq_wb, si_sdr
-from progre.features.world import world_num_frames
+from progre.dsp.world import world_num_frames
 from progre.frames import num_frames
 from stages import evaluate, shard as shard_stage
 
