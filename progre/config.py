@@ -327,9 +327,9 @@ class ClusterParams(Params):
     phone_splits: list[str] = param(["valid", "test"], "splits whose frame phone alignments score the labels "
                                                         "(phone purity, cluster purity, PNMI)",
                                     choices=("train", "valid", "test"))
-    device: str = param("auto", "auto: k-means on GPU when FAISS sees one (faiss-gpu), and the features of "
-                                "unsampled utterances on CUDA when torch sees it; cpu: both on the CPU; cuda: "
-                                "both on the GPU", choices=("auto", "cpu", "cuda"))
+    device: str = param("auto", "auto: CUDA when torch sees it, for the features of unsampled utterances, and "
+                                "k-means on the GPU when FAISS sees one too (faiss-gpu); cpu: both on the CPU; "
+                                "cuda: both on the GPU", choices=("auto", "cpu", "cuda"))
 
 
 @dataclass
@@ -343,6 +343,8 @@ class SpeakersParams(Params):
     layer: int = param(4, "layer for layer_mean embeddings", min=1)
     niter: int = param(50, "k-means iterations", min=1)
     seed: int = param(1234, "random seed")
+    device: str = param("auto", "where the utterance embeddings are computed (k-means runs on the CPU); auto "
+                                "picks CUDA when present", choices=("auto", "cpu", "cuda"))
 
 
 @dataclass

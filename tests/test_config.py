@@ -116,8 +116,8 @@ def _settings_pairs():
 
 
 # parameters a stage hands to the library as arguments rather than inside a settings object
-PASSED_APART = {"synth": {"preset"}, "features": {"device"}, "pretrain": {"speaker_labels"},
-                "evaluate": {"device"}, "speakers": set()}
+PASSED_APART = {"synth": {"preset"}, "features": {"device"}, "cluster": {"device"}, "pretrain": {"speaker_labels"},
+                "evaluate": {"device"}, "speakers": {"device"}}
 
 
 def test_every_library_setting_comes_from_a_parameter_and_no_parameter_is_dropped():

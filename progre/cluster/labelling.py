@@ -26,7 +26,7 @@ from ..features.mfcc_features import MfccComputer
 from ..features.store import FeatureStore, open_pitch_store
 from ..frames import num_frames
 from ..log import logger
-from .kmeans import KMeansModel, faiss_installation, fit_kmeans, use_gpu
+from .kmeans import KMeansModel, faiss_gpus, faiss_installation, fit_kmeans
 from .labels import LabelWriter
 from .metrics import JointCounts, cluster_usage, frame_phones, plot_cooccurrence, purity_and_pnmi
 
@@ -43,19 +43,35 @@ class ClusterSettings:
     seed: int = 1234
     batch_seconds: float = 120.0
     phone_splits: tuple[str, ...] = ("valid", "test")
-    device: str = "auto"
 
 
-def fit_and_label(store: FeatureStore, shards: Shards, settings: ClusterSettings, folder: Path) -> dict[str, Any]:
-    """Fit k-means on `store`'s frames, write the model and the labels of every utterance of `shards`
-    into `folder`; returns the metrics."""
+def resolve_cluster_device(name: str) -> torch.device:
+    """The device of `cluster.device` (`device.resolve_device`: auto is CUDA when torch sees it); cuda
+    also needs FAISS to see a GPU, since it asks for k-means on the GPU too."""
+    device = resolve_device(name)
+    if name == "cuda" and faiss_gpus() == 0:
+        raise UserError("cluster.device=cuda but FAISS sees no GPU (FAISS for GPU: pip install -e '.[gpu]', "
+                        "or `make venv-gpu`, on a machine with a CUDA GPU)")
+    return device
+
+
+def kmeans_on_gpu(device: torch.device) -> bool:
+    """k-means runs on the GPU when the device is CUDA and FAISS sees a GPU (faiss-gpu), else on the CPU."""
+    return device.type == "cuda" and faiss_gpus() > 0
+
+
+def fit_and_label(store: FeatureStore, shards: Shards, settings: ClusterSettings, device: torch.device,
+                  folder: Path) -> dict[str, Any]:
+    """Fit k-means on `store`'s frames (on the GPU when `device` is CUDA and FAISS sees one), write the
+    model and the labels of every utterance of `shards` into `folder`, computing the features of unsampled
+    utterances on `device`; returns the metrics."""
     if store.kind not in ("mfcc", "layer"):
         raise UserError(f"{store.folder} holds {store.kind} features; k-means labels come from mfcc or layer "
                         f"features")
     if store.meta.get("corpus") != shards.fingerprint:
         raise UserError(f"the features in {store.folder} were computed on another corpus than {shards.folder} "
                         f"(fingerprint {store.meta.get('corpus')} vs {shards.fingerprint}); recompute them")
-    gpu = use_gpu(settings.device)
+    gpu = kmeans_on_gpu(device)
     installed = faiss_installation()
     used = {"faiss_version": installed["version"], "faiss_build": installed["build"],
             "kmeans_device": "cuda" if gpu else "cpu"}
@@ -77,8 +93,7 @@ def fit_and_label(store: FeatureStore, shards: Shards, settings: ClusterSettings
     label_meta = {"label_rate": int(store.meta["frame_rate"]), "n_clusters": settings.n_clusters,
                   "corpus": shards.fingerprint, "kind": store.kind, "layer": store.meta.get("layer"),
                   "checkpoint": store.meta.get("checkpoint")}
-    # features of unsampled utterances on CUDA whenever torch sees it, whichever FAISS build runs k-means
-    computer = computer_from_meta(store.meta, resolve_device(settings.device))
+    computer = computer_from_meta(store.meta, device)
     model.save(folder)
     metrics = label_corpus(model, store, computer, shards, folder, label_meta, settings)
     return metrics | {"fit_objective_per_frame": fit_objective, "fit_frames": fit_frames, "fit_seconds": fit_seconds, "n_clusters": settings.n_clusters,

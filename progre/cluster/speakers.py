@@ -42,11 +42,12 @@ class SpeakerSettings:
     seed: int = 1234
 
 
-def pseudo_speakers(shards: Shards, settings: SpeakerSettings, folder: Path, device: torch.device,
-                    checkpoint: Path | None = None) -> dict[str, Any]:
-    """Cluster every utterance of `shards` into `settings.n_speakers` pseudo speakers; writes
-    folder/speakers.parquet (key, split, speaker "pseudoNNNN") and returns the metrics (purity and NMI
-    against the corpus speakers when every utterance has one)."""
+def pseudo_speakers(shards: Shards, checkpoint: Path | None, settings: SpeakerSettings, device: torch.device,
+                    folder: Path) -> dict[str, Any]:
+    """Cluster every utterance of `shards` into `settings.n_speakers` pseudo speakers, embedded on
+    `device` (with `checkpoint`'s layer for layer_mean); writes folder/speakers.parquet (key, split,
+    speaker "pseudoNNNN") and returns the metrics (purity and NMI against the corpus speakers when
+    every utterance has one)."""
     if settings.embedding == "layer_mean" and checkpoint is None:
         raise UserError("speakers.embedding=layer_mean needs --checkpoint")
     if len(shards) < settings.n_speakers:
