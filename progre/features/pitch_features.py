@@ -36,7 +36,9 @@ class PitchComputer(FeatureComputer):
 
     def __call__(self, utts: list[Utterance]) -> list[np.ndarray]:
         contours = []
-        for utt, (contour, voiced) in zip(utts, self.pool.map(compute_pitch_and_voicing, [u.wav for u in utts])):
+        # one utterance per task: the workers finish a batch together
+        results = self.pool.map(compute_pitch_and_voicing, [u.wav for u in utts], chunksize=1)
+        for utt, (contour, voiced) in zip(utts, results):
             if not voiced.any():
                 self.unvoiced.append(utt.key)
             contours.append(contour[:, None])
