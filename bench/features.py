@@ -25,12 +25,13 @@ import torch
 from progre.config import FeaturesParams
 from progre.data.shards import Shards
 from progre.device import resolve_device
-from progre.features.computers import LayerComputer, batches_by_seconds
-from progre.features.mfcc import DIM, mfcc_reference
+from progre.dsp.mfcc import DIM, mfcc_reference
+from progre.features.computing import batches_by_seconds
+from progre.features.layer_features import LayerComputer
 from progre.features.store import FeatureWriter
 from progre.log import setup_logging
 from progre.model import build_encoder, model_config, save_checkpoint
-from stages import features as features_stage
+from stages import mfcc as mfcc_features_stage
 
 from .common import write_result
 from .train import WORK, prepare
@@ -40,7 +41,7 @@ def mfcc_stage(shards: Path) -> float:
     out = WORK / "bench-mfcc"
     shutil.rmtree(out, ignore_errors=True)
     start = time.perf_counter()
-    features_stage.run(FeaturesParams(sample_fraction=1.0, sample_split="train"), "mfcc", shards, out)
+    mfcc_features_stage.run(FeaturesParams(sample_fraction=1.0, sample_split="train"), shards, out)
     return time.perf_counter() - start
 
 

@@ -387,7 +387,9 @@ def kmeans(sizes: Sizes, log: Log, deadline: float) -> dict[str, Any]:
 
 def features(sizes: Sizes, device: torch.device, shards: Path, log: Log, deadline: float) -> dict[str, Any]:
     from progre.data.shards import Shards
-    from progre.features.computers import LayerComputer, MfccComputer, batches_by_seconds
+    from progre.features.computing import batches_by_seconds
+    from progre.features.layer_features import LayerComputer
+    from progre.features.mfcc_features import MfccComputer
     from progre.model import build_encoder, model_config, save_checkpoint
 
     utts = list(Shards(shards).stream())

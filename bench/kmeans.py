@@ -26,7 +26,7 @@ from progre.cluster.kmeans import KMeansModel, fit_kmeans
 from progre.config import FeaturesParams
 from progre.features.store import FeatureStore
 from progre.log import setup_logging
-from stages import features as features_stage
+from stages import layer as layer_stage
 
 from .common import write_result
 from .train import WORK, prepare
@@ -88,8 +88,8 @@ def hidden_features(shards: Path, fraction: float) -> np.ndarray:
         save_checkpoint(checkpoint, build_encoder(model_config("base", "hubert")))
     out = WORK / f"layer6-base-{fraction:g}"
     if not (out / "meta.json").is_file():
-        features_stage.run(FeaturesParams(sample_fraction=fraction, layer=6, batch_seconds=60.0), "layer", shards,
-                           out, checkpoint=checkpoint)
+        layer_stage.run(FeaturesParams(sample_fraction=fraction, layer=6, batch_seconds=60.0), shards, out,
+                        checkpoint=checkpoint)
     return FeatureStore(out).stacked()
 
 

@@ -60,7 +60,7 @@ from progre.train.data import PlanSettings, PretrainData, audio_seconds, loader
 from progre.train.distributed import init_distributed
 from progre.train.loop import RunControl, RunSpec, Trainer, TrainRecipe
 from stages import cluster as cluster_stage
-from stages import features as features_stage
+from stages import mfcc as mfcc_stage
 from stages import shard as shard_stage
 
 from .common import demo_corpus, write_result
@@ -73,7 +73,7 @@ def prepare() -> tuple[Path, Path]:
     if not (shards / "index.parquet").is_file():
         shard_stage.run(ShardParams(max_shard_mb=4.0), demo_corpus(WORK), shards, overwrite=True)
     if not (labels / "labels.parquet").is_file():
-        features_stage.run(FeaturesParams(sample_fraction=0.5), "mfcc", shards, WORK / "mfcc")
+        mfcc_stage.run(FeaturesParams(sample_fraction=0.5), shards, WORK / "mfcc")
         cluster_stage.run(ClusterParams(n_clusters=100, niter=50), WORK / "mfcc", shards, labels)
     return shards, labels
 

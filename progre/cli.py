@@ -165,10 +165,12 @@ def features(
     """Extract MFCC, pitch contours or hidden features of a layer, for k-means and training."""
     overrides = list(set_ or []) + ([f"layer={layer}"] if layer is not None else [])
     p = _load(config.FeaturesParams, params, overrides)
-    stage = load_stage("features")
-
-    stage.run(p, kind=kind.value, shards=shards, out=out, checkpoint=checkpoint, rank=rank, world_size=world_size,
-              pitch=pitch, overwrite=overwrite)
+    stage = load_stage(kind.value)  # one stage module per feature kind: pitch, mfcc, layer
+    if kind is FeatureKind.layer:
+        stage.run(p, shards=shards, out=out, checkpoint=checkpoint, pitch=pitch, rank=rank, world_size=world_size,
+                  overwrite=overwrite)
+    else:
+        stage.run(p, shards=shards, out=out, rank=rank, world_size=world_size, overwrite=overwrite)
 
 
 @app.command(epilog=_epilog("cluster"))

@@ -151,7 +151,8 @@ class FeaturesParams(Params):
                                         "stored for k-means fitting (HuBERT: 0.1)", min=0.0, max=1.0)
     sample_split: str = param("train", "split the k-means sample is drawn from", choices=("train", "valid", "test"))
     seed: int = param(1234, "random seed of the utterance sample")
-    batch_seconds: float = param(120.0, "audio seconds per batch for MFCC and hidden features", min=1.0)
+    batch_seconds: float = param(120.0, "audio seconds per batch for MFCC and hidden features (and per batch handed to "
+                                          "the pitch workers)", min=1.0)
     chunk_seconds: float = param(30.0, "longer utterances are processed in chunks of this length (hidden "
                                        "features)", min=1.0)
     layer: int = param(6, "transformer layer (1-based) for hidden features", min=1)
@@ -178,9 +179,9 @@ class ClusterParams(Params):
     phone_splits: list[str] = param(["valid", "test"], "splits whose frame phone alignments score the labels "
                                                         "(phone purity, cluster purity, PNMI)",
                                     choices=("train", "valid", "test"))
-    device: str = param("auto", "auto: k-means on GPU when FAISS sees one (faiss-gpu), and the features of "
-                                "unsampled utterances on CUDA when torch sees it; cpu: both on the CPU; cuda: "
-                                "both on the GPU", choices=("auto", "cpu", "cuda"))
+    device: str = param("auto", "auto: CUDA when torch sees it, for the features of unsampled utterances, and "
+                                "k-means on the GPU when FAISS sees one too (faiss-gpu); cpu: both on the CPU; "
+                                "cuda: both on the GPU", choices=("auto", "cpu", "cuda"))
 
 
 @dataclass
@@ -194,6 +195,8 @@ class SpeakersParams(Params):
     layer: int = param(4, "layer for layer_mean embeddings", min=1)
     niter: int = param(50, "k-means iterations", min=1)
     seed: int = param(1234, "random seed")
+    device: str = param("auto", "where the utterance embeddings are computed (k-means runs on the CPU); auto "
+                                "picks CUDA when present", choices=("auto", "cpu", "cuda"))
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Order-preserving parallel map over CPU worker processes."""
+"""Order-preserving parallel maps over spawned CPU worker processes: `ordered_map` streams one iterable
+through a pool that lives as long as the iteration, `WorkerPool` keeps its pool for many lists."""
 
 from __future__ import annotations
 
@@ -37,3 +38,34 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, *, chunk
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(workers, initializer=_init, initargs=(initializer, initargs)) as pool:
         yield from pool.imap(fn, items, chunksize=chunksize)
+
+
+class WorkerPool:
+    """`workers` spawned processes (one torch thread each) that map list after list, results in input
+    order; the workers start once, so their start-up (importing torch) is paid once, not per list.
+    With workers <= 1 the lists are mapped in this process. Close it, or use it in a `with` block.
+
+    `fn` must be an importable module-level function (spawned workers import it).
+    """
+
+    def __init__(self, workers: int):
+        self._pool = None
+        if workers > 1:
+            self._pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_init, initargs=(None, ()))
+
+    def map(self, fn: Callable[[T], R], items: list[T], chunksize: int = 4) -> list[R]:
+        if self._pool is None:
+            return list(map(fn, items))
+        return self._pool.map(fn, items, chunksize=chunksize)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

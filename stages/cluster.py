@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from progre.cluster.labelling import ClusterSettings, fit_and_label
+from progre.cluster.labelling import ClusterSettings, fit_and_label, resolve_cluster_device
 from progre.config import ClusterParams
 from progre.data.shards import Shards
 from progre.features.store import FeatureStore
@@ -15,9 +15,10 @@ from progre.outputs import output_folder
 
 
 def run(p: ClusterParams, features: Path, shards: Path, out: Path, overwrite: bool = False) -> dict:
+    device = resolve_cluster_device(p.device)
     with output_folder(out, "cluster", overwrite=overwrite, inputs=[features, shards]) as tmp:
         metrics = fit_and_label(FeatureStore(features), Shards(shards),
-                                p.to(ClusterSettings, phone_splits=tuple(p.phone_splits)), tmp)
+                                p.to(ClusterSettings, phone_splits=tuple(p.phone_splits)), device, tmp)
         write_json(tmp / "metrics.json", metrics)
     quality = ", ".join(f"{k} {metrics[k]:.3f}" for k in ("pnmi", "phone_purity", "cluster_purity") if k in metrics)
     logger.info("labels written to %s: %d of %d clusters used%s", out, metrics["clusters_used"], p.n_clusters,

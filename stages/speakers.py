@@ -16,8 +16,9 @@ from progre.outputs import output_folder
 
 def run(p: SpeakersParams, shards: Path, out: Path, checkpoint: Path | None = None, overwrite: bool = False) -> dict:
     corpus = Shards(shards)
+    device = resolve_device(p.device)
     with output_folder(out, "pseudo-speakers", overwrite=overwrite, inputs=[shards, checkpoint]) as tmp:
-        metrics = pseudo_speakers(corpus, p.to(SpeakerSettings), tmp, resolve_device("auto"), checkpoint)
+        metrics = pseudo_speakers(corpus, checkpoint, p.to(SpeakerSettings), device, tmp)
         write_json(tmp / "metrics.json", metrics)
     logger.info("pseudo speakers: %s", ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
                                                  for k, v in metrics.items()))

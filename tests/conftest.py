@@ -137,12 +137,13 @@ def phone_labels(phone_shards, tmp_path_factory) -> tuple[Path, Path]:
     """(label folder of MFCC k-means with k=8, pitch folder) for `phone_shards`."""
     from progre.config import ClusterParams, FeaturesParams
     from stages import cluster as cluster_stage
-    from stages import features as features_stage
+    from stages import mfcc as mfcc_stage
+    from stages import pitch as pitch_stage
 
     base = tmp_path_factory.mktemp("labels")
-    features_stage.run(FeaturesParams(sample_fraction=1.0), "mfcc", phone_shards, base / "mfcc")
+    mfcc_stage.run(FeaturesParams(sample_fraction=1.0), phone_shards, base / "mfcc")
     cluster_stage.run(ClusterParams(n_clusters=8, niter=20), base / "mfcc", phone_shards, base / "km")
-    features_stage.run(FeaturesParams(workers=1), "pitch", phone_shards, base / "pitch")
+    pitch_stage.run(FeaturesParams(workers=1), phone_shards, base / "pitch")
     return base / "km", base / "pitch"
 
 

@@ -11,7 +11,7 @@ ROOTS = ("progre", "stages")
 
 
 def module_file(name: str) -> Path | None:
-    """progre.features.mfcc -> progre/features/mfcc.py (or the package's __init__.py); None if not ours."""
+    """progre.dsp.mfcc -> progre/dsp/mfcc.py (or the package's __init__.py); None if not ours."""
     parts = name.split(".")
     if parts[0] not in ROOTS:
         return None

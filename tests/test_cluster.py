@@ -12,7 +12,8 @@ from progre.config import ClusterParams, FeaturesParams, ShardParams
 from progre.data.shards import Shards
 from progre.errors import UserError
 from stages import cluster as cluster_stage
-from stages import features as features_stage
+from stages import layer as layer_stage
+from stages import mfcc as mfcc_stage
 from stages import shard as shard_stage
 
 from .conftest import phone_corpus
@@ -21,7 +22,7 @@ from .conftest import phone_corpus
 @pytest.fixture(scope="module")
 def mfcc_features(phone_shards, tmp_path_factory):
     out = tmp_path_factory.mktemp("feat") / "mfcc"
-    features_stage.run(FeaturesParams(sample_fraction=1.0), "mfcc", phone_shards, out)
+    mfcc_stage.run(FeaturesParams(sample_fraction=1.0), phone_shards, out)
     return out
 
 
@@ -64,11 +65,13 @@ def test_labels_cover_every_frame_of_every_utterance(phone_shards, mfcc_features
     assert metrics["pnmi"] > 0.3  # tones and noise bursts are easy to tell apart
     assert (tmp_path / "k" / "cooccurrence.png").stat().st_size > 1000
     assert (tmp_path / "k" / "kmeans.json").is_file()
-    # which FAISS ran is recorded (here: whatever build the venv holds, on the CPU)
+    # which FAISS ran is recorded (here: whatever build the venv holds; device auto resolves to the CPU
+    # in these tests, and k-means runs on the GPU only on a CUDA device whose GPU FAISS sees)
     import faiss
+    import torch
 
     assert metrics["faiss_version"] == faiss.__version__ and metrics["faiss_build"] in ("cpu", "gpu")
-    assert metrics["kmeans_device"] == ("cuda" if faiss.get_num_gpus() else "cpu")
+    assert metrics["kmeans_device"] == ("cuda" if torch.cuda.is_available() and faiss.get_num_gpus() else "cpu")
 
 
 def test_a_bounded_fit_reads_a_seeded_sample_not_the_whole_folder(phone_shards, mfcc_features, tmp_path, monkeypatch):
@@ -121,7 +124,7 @@ def test_same_seed_same_labels_other_seed_may_differ(phone_shards, mfcc_features
 
 def test_unsampled_utterances_are_labelled_from_features_computed_on_the_fly(phone_shards, tmp_path):
     sampled = tmp_path / "sampled"
-    features_stage.run(FeaturesParams(sample_fraction=0.25), "mfcc", phone_shards, sampled)
+    mfcc_stage.run(FeaturesParams(sample_fraction=0.25), phone_shards, sampled)
     cluster_stage.run(ClusterParams(n_clusters=4, niter=10), sampled, phone_shards, tmp_path / "k")
     assert len(read_labels(tmp_path / "k").labels) == 16
 
@@ -154,8 +157,8 @@ def test_iteration_two_labels_from_layer_features_are_50_hz(phone_shards, phone_
 
     _, pitch = phone_labels
     out = tmp_path / "layer"
-    features_stage.run(FeaturesParams(sample_fraction=0.5, layer=3), "layer", phone_shards, out,
-                       checkpoint=tiny_checkpoints / "progre", pitch=pitch)
+    layer_stage.run(FeaturesParams(sample_fraction=0.5, layer=3), phone_shards, out,
+                    checkpoint=tiny_checkpoints / "progre", pitch=pitch)
     store = FeatureStore(out)
     assert store.meta["kind"] == "layer" and store.meta["layer"] == 3 and store.dim == 256
     assert store.meta["frame_rate"] == 50 and store.meta["pitch"] == str(pitch)
@@ -173,7 +176,8 @@ def test_iteration_two_labels_from_layer_features_are_50_hz(phone_shards, phone_
 def test_bf16_layer_features_are_close_to_fp32_and_the_folder_records_the_precision(phone_shards, tiny_checkpoints):
     import torch
 
-    from progre.features.computers import LayerComputer, computer_from_meta
+    from progre.cluster.labelling import computer_from_meta
+    from progre.features.layer_features import LayerComputer
 
     from .conftest import BF16_LAYER_RTOL
 
@@ -195,7 +199,7 @@ def test_bf16_layer_features_are_close_to_fp32_and_the_folder_records_the_precis
 def test_long_audio_in_chunks_keeps_the_frame_grid(phone_shards, tiny_checkpoints):
     import torch
 
-    from progre.features.computers import LayerComputer
+    from progre.features.layer_features import LayerComputer
 
     utt = max(Shards(phone_shards).stream("train"), key=lambda u: len(u.wav))
     computer = LayerComputer(tiny_checkpoints / "hubert", 2, torch.device("cpu"), chunk_seconds=0.3)
@@ -212,15 +216,15 @@ def test_long_audio_in_chunks_keeps_the_frame_grid(phone_shards, tiny_checkpoint
 
 def test_layer_out_of_range_is_a_user_error(phone_shards, tiny_checkpoints, tmp_path):
     with pytest.raises(UserError, match="out of range"):
-        features_stage.run(FeaturesParams(layer=9), "layer", phone_shards, tmp_path / "x",
-                           checkpoint=tiny_checkpoints / "hubert")
+        layer_stage.run(FeaturesParams(layer=9), phone_shards, tmp_path / "x",
+                        checkpoint=tiny_checkpoints / "hubert")
     with pytest.raises(UserError, match="not found"):
-        features_stage.run(FeaturesParams(layer=2), "layer", phone_shards, tmp_path / "x",
-                           checkpoint=tmp_path / "missing")
+        layer_stage.run(FeaturesParams(layer=2), phone_shards, tmp_path / "x",
+                        checkpoint=tmp_path / "missing")
 
 
 def test_layer_features_refuse_a_pitch_folder_that_is_not_pitch(phone_shards, tiny_checkpoints, tmp_path):
-    features_stage.run(FeaturesParams(sample_fraction=1.0), "mfcc", phone_shards, tmp_path / "mfcc")
+    mfcc_stage.run(FeaturesParams(sample_fraction=1.0), phone_shards, tmp_path / "mfcc")
     with pytest.raises(UserError, match="holds mfcc features, not pitch contours"):
-        features_stage.run(FeaturesParams(layer=2), "layer", phone_shards, tmp_path / "x",
-                           checkpoint=tiny_checkpoints / "progre", pitch=tmp_path / "mfcc")
+        layer_stage.run(FeaturesParams(layer=2), phone_shards, tmp_path / "x",
+                        checkpoint=tiny_checkpoints / "progre", pitch=tmp_path / "mfcc")

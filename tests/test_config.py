@@ -104,7 +104,7 @@ def _settings_pairs():
     from progre.data.sharding import ShardSettings
     from progre.data.synth import SynthSettings
     from progre.downstream.evaluation import EvaluationSettings
-    from progre.features.extract import FeatureSettings
+    from progre.features.writing import FeatureSettings
     from progre.train.data import PlanSettings
     from progre.train.loop import RunControl, TrainRecipe
     from progre.train.pretrain import ModelChoice
@@ -118,8 +118,8 @@ def _settings_pairs():
 
 
 # parameters a stage hands to the library as arguments rather than inside a settings object
-PASSED_APART = {"synth": {"preset"}, "features": {"device"}, "pretrain": {"speaker_labels"},
-                "evaluate": {"device"}, "speakers": set()}
+PASSED_APART = {"synth": {"preset"}, "features": {"device"}, "cluster": {"device"}, "pretrain": {"speaker_labels"},
+                "evaluate": {"device"}, "speakers": {"device"}}
 
 
 def test_every_library_setting_comes_from_a_parameter_and_no_parameter_is_dropped():

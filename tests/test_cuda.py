@@ -71,8 +71,9 @@ def why_no_faiss_gpu() -> str | None:
 
 
 def test_mfcc_on_gpu_equals_cpu(phone_shards):
-    from progre.features.computers import MfccComputer
-    from progre.features.mfcc import mfcc_batch, pad_batch
+    from progre.features.mfcc_features import MfccComputer
+    from progre.dsp.mfcc import mfcc_batch
+    from progre.dsp.padding import pad_batch
 
     utts = sorted(Shards(phone_shards).stream(), key=lambda u: u.key)
     cpu = MfccComputer(torch.device("cpu"))(utts)
@@ -116,9 +117,9 @@ def test_faiss_gpu_kmeans_objective_within_one_percent_of_cpu():
 
 def test_cluster_stage_on_gpu_records_what_it_used(phone_shards, tmp_path):
     from stages import cluster as cluster_stage
-    from stages import features as features_stage
+    from stages import mfcc as mfcc_stage
 
-    features_stage.run(FeaturesParams(sample_fraction=1.0, device="cuda"), "mfcc", phone_shards, tmp_path / "mfcc")
+    mfcc_stage.run(FeaturesParams(sample_fraction=1.0, device="cuda"), phone_shards, tmp_path / "mfcc")
     metrics = cluster_stage.run(ClusterParams(n_clusters=8, niter=20), tmp_path / "mfcc", phone_shards, tmp_path / "k")
     assert metrics["kmeans_device"] == ("cuda" if faiss_gpus() else "cpu")
     assert metrics["faiss_build"] == ("gpu" if faiss_gpus() else metrics["faiss_build"])
@@ -129,7 +130,7 @@ def test_cluster_stage_on_gpu_records_what_it_used(phone_shards, tmp_path):
 
 
 def test_layer_features_on_gpu_in_fp32_and_bf16(phone_shards, tmp_path):
-    from progre.features.computers import LayerComputer
+    from progre.features.layer_features import LayerComputer
     from progre.model import build_encoder, model_config, save_checkpoint
 
     torch.manual_seed(0)

@@ -331,7 +331,7 @@ def test_state_table_and_utterance_means(tmp_path: Path):
 
 def test_the_hidden_state_cache_key_covers_the_code_the_weights_and_the_pitch(tmp_path, monkeypatch):
     """An edit of the MFCC code, new weights or other pitch contours give another cache entry."""
-    import progre.features.mfcc as mfcc_module
+    import progre.dsp.mfcc as mfcc_module
     from progre.downstream.upstreams import cache_key, upstream_identity
     from progre.model import build_encoder, model_config, save_checkpoint
 

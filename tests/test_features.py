@@ -11,10 +11,13 @@ import torch
 from progre.frames import num_frames
 from progre.config import FeaturesParams
 from progre.errors import UserError
-from progre.features.mfcc import mfcc_batch, mfcc_reference, pad_batch
-from progre.features.pitch import dio_f0, compute_pitch, compute_pitch_and_voicing
+from progre.dsp.mfcc import mfcc_batch, mfcc_reference
+from progre.dsp.padding import pad_batch
+from progre.dsp.pitch import dio_f0, compute_pitch, compute_pitch_and_voicing
 from progre.features.store import FeatureStore
-from stages import features as features_stage
+from stages import layer as layer_stage
+from stages import mfcc as mfcc_stage
+from stages import pitch as pitch_stage
 
 from .conftest import noise
 
@@ -68,23 +71,23 @@ def test_all_unvoiced_pitch_is_zero():
 
 def test_mfcc_features_store_only_the_sample_deterministically(phone_shards, tmp_path):
     p = FeaturesParams(sample_fraction=0.5, batch_seconds=2.0)
-    stats = features_stage.run(p, "mfcc", phone_shards, tmp_path / "a")
-    features_stage.run(p, "mfcc", phone_shards, tmp_path / "b")
+    stats = mfcc_stage.run(p, phone_shards, tmp_path / "a")
+    mfcc_stage.run(p, phone_shards, tmp_path / "b")
     a, b = FeatureStore(tmp_path / "a"), FeatureStore(tmp_path / "b")
     assert a.keys() == b.keys() and len(a) == stats["utterances"] == 4  # half of the 8 train utterances
     assert a.meta["kind"] == "mfcc" and a.meta["frame_rate"] == 100 and a.dim == 39
     for key in a.keys():
         np.testing.assert_array_equal(a[key], b[key])
-    other = features_stage.run(FeaturesParams(sample_fraction=0.5, seed=7), "mfcc", phone_shards, tmp_path / "c")
+    other = mfcc_stage.run(FeaturesParams(sample_fraction=0.5, seed=7), phone_shards, tmp_path / "c")
     assert set(FeatureStore(tmp_path / "c").keys()) != set(a.keys()) or other["utterances"] != 4
 
 
 def test_pitch_for_every_utterance_and_ranks_merge(phone_shards, tmp_path):
     single = tmp_path / "single"
-    features_stage.run(FeaturesParams(workers=1), "pitch", phone_shards, single)
+    pitch_stage.run(FeaturesParams(workers=1), phone_shards, single)
     split = tmp_path / "split"
     for rank in (1, 0):
-        features_stage.run(FeaturesParams(workers=2), "pitch", phone_shards, split, rank=rank, world_size=2)
+        pitch_stage.run(FeaturesParams(workers=2), phone_shards, split, rank=rank, world_size=2)
     one, two = FeatureStore(single), FeatureStore(split)
     assert sorted(one.keys()) == sorted(two.keys()) and len(one) == 16
     for key in one.keys():
@@ -95,16 +98,16 @@ def test_pitch_for_every_utterance_and_ranks_merge(phone_shards, tmp_path):
 
 
 def test_incomplete_rank_output_is_refused(phone_shards, tmp_path):
-    features_stage.run(FeaturesParams(workers=1), "pitch", phone_shards, tmp_path / "f", rank=0, world_size=2)
+    pitch_stage.run(FeaturesParams(workers=1), phone_shards, tmp_path / "f", rank=0, world_size=2)
     with pytest.raises(UserError, match="incomplete"):
         FeatureStore(tmp_path / "f")
 
 
 def test_feature_errors(phone_shards, tmp_path):
     with pytest.raises(UserError, match="needs --checkpoint"):
-        features_stage.run(FeaturesParams(), "layer", phone_shards, tmp_path / "x")
+        layer_stage.run(FeaturesParams(), phone_shards, tmp_path / "x")
     with pytest.raises(UserError, match="not valid for world size"):
-        features_stage.run(FeaturesParams(), "pitch", phone_shards, tmp_path / "x", rank=2, world_size=2)
+        pitch_stage.run(FeaturesParams(), phone_shards, tmp_path / "x", rank=2, world_size=2)
     with pytest.raises(UserError, match="not a shard folder"):
-        features_stage.run(FeaturesParams(), "mfcc", tmp_path, tmp_path / "x")
+        mfcc_stage.run(FeaturesParams(), tmp_path, tmp_path / "x")
     assert noise(0.1).dtype == np.float32

@@ -12,7 +12,7 @@ import torchaudio
 
 from progre.frames import num_frames
 from progre.errors import UserError
-from progre.features.pitch import compute_pitch
+from progre.dsp.pitch import compute_pitch
 from progre.model import (IGNORE_LABEL, ModelConfig, ProgREEncoder, ProgREPretrainModel, build_encoder,
                           compute_span_mask, load_encoder, load_pretrain_model, model_config, pretraining_losses,
                           sample_span_starts, save_checkpoint, torchaudio_hubert_to_ours)

@@ -19,7 +19,7 @@ from progre.downstream.enhancement import (BINS, Pair, SpeechEnhancement, istft,
                                            phase_sensitive_mask, stft)
 from progre.downstream.speech_quality import pesq_wb, si_sdr
 from progre.downstream.tasks import NoisyAudio
-from progre.features.world import world_num_frames
+from progre.dsp.world import world_num_frames
 from progre.frames import num_frames
 from stages import evaluate, shard as shard_stage
 

@@ -16,7 +16,7 @@ from progre.data import espeak
 from progre.data.synth import SynthSettings, UtterancePlan, make_speakers, render
 from progre.data.demo_sentences import MAX_WORDS, MIN_WORDS, sentence_pools
 from progre.errors import UserError
-from progre.features.pitch import dio_f0
+from progre.dsp.pitch import dio_f0
 from stages import synth as stage
 
 

@@ -11,7 +11,7 @@ from progre.data import espeak
 from progre.data.synth import resample_to_16k
 from progre.downstream.speech_quality import mcd
 from progre.errors import UserError
-from progre.features.world import (ENVELOPE_DIM, F0Stats, analyse, convert_f0, log_f0_stats, model_frame_index,
+from progre.dsp.world import (ENVELOPE_DIM, F0Stats, analyse, convert_f0, log_f0_stats, model_frame_index,
                                    synthesise, world_num_frames)
 from progre.frames import num_frames
 

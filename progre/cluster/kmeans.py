@@ -59,14 +59,6 @@ def faiss_installation() -> dict[str, Any]:
             "gpus": faiss_gpus(), "packages": packages}
 
 
-def use_gpu(device: str) -> bool:
-    gpus = faiss_gpus()
-    if device == "cuda" and gpus == 0:
-        raise UserError("cluster.device=cuda but FAISS sees no GPU (FAISS for GPU: pip install -e '.[gpu]', "
-                        "or `make venv-gpu`, on a machine with a CUDA GPU)")
-    return device == "cuda" or (device == "auto" and gpus > 0)
-
-
 @dataclass
 class KMeansModel:
     """Centroids plus what they were fitted on (kind, layer, frame rate, corpus, ...)."""

@@ -15,15 +15,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-from ..data.shards import Shards
+from ..data.shards import Shards, Utterance
 from ..device import resolve_device
 from ..errors import UserError
-from ..features.computers import FeatureComputer, batches_by_seconds, computer_from_meta
-from ..features.store import FeatureStore
+from ..features.computing import FeatureComputer, compute_in_batches
+from ..features.layer_features import LayerComputer
+from ..features.mfcc_features import MfccComputer
+from ..features.store import FeatureStore, open_pitch_store
 from ..frames import num_frames
-from ..log import logger, progress_bar
-from .kmeans import KMeansModel, faiss_installation, fit_kmeans, use_gpu
+from ..log import logger
+from .kmeans import KMeansModel, faiss_gpus, faiss_installation, fit_kmeans
 from .labels import LabelWriter
 from .metrics import JointCounts, cluster_usage, frame_phones, plot_cooccurrence, purity_and_pnmi
 
@@ -40,19 +43,35 @@ class ClusterSettings:
     seed: int = 1234
     batch_seconds: float = 120.0
     phone_splits: tuple[str, ...] = ("valid", "test")
-    device: str = "auto"
 
 
-def fit_and_label(store: FeatureStore, shards: Shards, settings: ClusterSettings, folder: Path) -> dict[str, Any]:
-    """Fit k-means on `store`'s frames, write the model and the labels of every utterance of `shards`
-    into `folder`; returns the metrics."""
+def resolve_cluster_device(name: str) -> torch.device:
+    """The device of `cluster.device` (`device.resolve_device`: auto is CUDA when torch sees it); cuda
+    also needs FAISS to see a GPU, since it asks for k-means on the GPU too."""
+    device = resolve_device(name)
+    if name == "cuda" and faiss_gpus() == 0:
+        raise UserError("cluster.device=cuda but FAISS sees no GPU (FAISS for GPU: pip install -e '.[gpu]', "
+                        "or `make venv-gpu`, on a machine with a CUDA GPU)")
+    return device
+
+
+def kmeans_on_gpu(device: torch.device) -> bool:
+    """k-means runs on the GPU when the device is CUDA and FAISS sees a GPU (faiss-gpu), else on the CPU."""
+    return device.type == "cuda" and faiss_gpus() > 0
+
+
+def fit_and_label(store: FeatureStore, shards: Shards, settings: ClusterSettings, device: torch.device,
+                  folder: Path) -> dict[str, Any]:
+    """Fit k-means on `store`'s frames (on the GPU when `device` is CUDA and FAISS sees one), write the
+    model and the labels of every utterance of `shards` into `folder`, computing the features of unsampled
+    utterances on `device`; returns the metrics."""
     if store.kind not in ("mfcc", "layer"):
         raise UserError(f"{store.folder} holds {store.kind} features; k-means labels come from mfcc or layer "
                         f"features")
     if store.meta.get("corpus") != shards.fingerprint:
         raise UserError(f"the features in {store.folder} were computed on another corpus than {shards.folder} "
                         f"(fingerprint {store.meta.get('corpus')} vs {shards.fingerprint}); recompute them")
-    gpu = use_gpu(settings.device)
+    gpu = kmeans_on_gpu(device)
     installed = faiss_installation()
     used = {"faiss_version": installed["version"], "faiss_build": installed["build"],
             "kmeans_device": "cuda" if gpu else "cpu"}
@@ -74,8 +93,7 @@ def fit_and_label(store: FeatureStore, shards: Shards, settings: ClusterSettings
     label_meta = {"label_rate": int(store.meta["frame_rate"]), "n_clusters": settings.n_clusters,
                   "corpus": shards.fingerprint, "kind": store.kind, "layer": store.meta.get("layer"),
                   "checkpoint": store.meta.get("checkpoint")}
-    # features of unsampled utterances on CUDA whenever torch sees it, whichever FAISS build runs k-means
-    computer = computer_from_meta(store.meta, resolve_device(settings.device))
+    computer = computer_from_meta(store.meta, device)
     model.save(folder)
     metrics = label_corpus(model, store, computer, shards, folder, label_meta, settings)
     return metrics | {"fit_objective_per_frame": fit_objective, "fit_frames": fit_frames, "fit_seconds": fit_seconds, "n_clusters": settings.n_clusters,
@@ -108,27 +126,21 @@ def label_corpus(model: KMeansModel, store: FeatureStore, computer: FeatureCompu
     objective = {"frames": 0, "sum": 0.0}
     writer = LabelWriter(folder, label_meta)
     try:
-        with progress_bar() as progress:
-            task = progress.add_task("labelling", total=len(shards))
-            for batch in batches_by_seconds(shards.stream(), settings.batch_seconds):
-                missing = [u for u in batch if u.key not in store]
-                computed = dict(zip((u.key for u in missing), computer(missing))) if missing else {}
-                for utt in batch:
-                    feats = store[utt.key] if utt.key in store else computed[utt.key]
-                    expected = num_frames(len(utt.wav), rate)
-                    if len(feats) != expected:
-                        raise UserError(f"{utt.key}: {len(feats)} feature frames for {len(utt.wav)} samples, "
-                                        f"expected {expected} at {rate} Hz (features of other audio?)")
-                    labels, distances = model.assign(feats)
-                    writer.add(utt.key, utt.meta["split"], labels)
-                    counts += np.bincount(labels, minlength=k)
-                    objective["frames"] += len(labels)
-                    objective["sum"] += float(distances.sum())
-                    if utt.meta["split"] in settings.phone_splits and utt.meta.get("phone_start"):
-                        phones = frame_phones(utt.meta["phones"], utt.meta["phone_start"], utt.meta["phone_end"],
-                                              len(labels), rate)
-                        joint.add(phones, labels)
-                progress.advance(task, len(batch))
+        for utt, feats in compute_in_batches(StoredOrComputed(store, computer), shards.stream(), settings.batch_seconds,
+                                             description="labelling", total=len(shards)):
+            expected = num_frames(len(utt.wav), rate)
+            if len(feats) != expected:
+                raise UserError(f"{utt.key}: {len(feats)} feature frames for {len(utt.wav)} samples, "
+                                f"expected {expected} at {rate} Hz (features of other audio?)")
+            labels, distances = model.assign(feats)
+            writer.add(utt.key, utt.meta["split"], labels)
+            counts += np.bincount(labels, minlength=k)
+            objective["frames"] += len(labels)
+            objective["sum"] += float(distances.sum())
+            if utt.meta["split"] in settings.phone_splits and utt.meta.get("phone_start"):
+                phones = frame_phones(utt.meta["phones"], utt.meta["phone_start"], utt.meta["phone_end"],
+                                      len(labels), rate)
+                joint.add(phones, labels)
         writer.close()
     except BaseException:
         writer.abort()
@@ -145,3 +157,36 @@ def label_corpus(model: KMeansModel, store: FeatureStore, computer: FeatureCompu
         logger.info("no frame phone alignments in splits %s: phone purity and PNMI are not reported",
                     ", ".join(settings.phone_splits))
     return metrics
+
+
+class StoredOrComputed(FeatureComputer):
+    """The features of a feature folder where it holds the utterance, else `computer`'s (which made the
+    folder): the features every utterance is labelled with."""
+
+    def __init__(self, store: FeatureStore, computer: FeatureComputer):
+        self.store, self.computer = store, computer
+        self.kind, self.dim, self.frame_rate = computer.kind, computer.dim, computer.frame_rate
+
+    def __call__(self, utts: list[Utterance]) -> list[np.ndarray]:
+        missing = [u for u in utts if u.key not in self.store]
+        computed = dict(zip((u.key for u in missing), self.computer(missing))) if missing else {}
+        return [self.store[u.key] if u.key in self.store else computed[u.key] for u in utts]
+
+    def describe(self) -> dict[str, Any]:
+        return self.store.meta
+
+
+def computer_from_meta(meta: dict[str, Any], device: torch.device) -> FeatureComputer:
+    """Rebuild the computer that produced a feature folder (for features of unsampled utterances),
+    chunking included: chunks are normalised and attended to on their own, so they shape the features."""
+    if meta["kind"] == "mfcc":
+        return MfccComputer(device)
+    if meta["kind"] == "layer":
+        checkpoint = Path(meta["checkpoint"])
+        if not checkpoint.exists():
+            raise UserError(f"the features were computed with checkpoint {checkpoint}, which no longer exists")
+        pitch = open_pitch_store(Path(meta["pitch"])) if meta.get("pitch") is not None else None
+        # in the folder's precision (a bf16 folder is labelled in bf16 on the CPU too)
+        return LayerComputer(checkpoint, int(meta["layer"]), device, float(meta.get("chunk_seconds", 30.0)),
+                             pitch, meta.get("precision", "fp32"))
+    raise UserError(f"cannot cluster features of kind {meta['kind']!r} (use mfcc or layer features)")

@@ -21,9 +21,10 @@ import torch
 
 from ..data.shards import Shards
 from ..errors import UserError
-from ..features.computers import LayerComputer, MfccComputer, batches_by_seconds
+from ..features.computing import compute_in_batches
+from ..features.layer_features import LayerComputer
+from ..features.mfcc_features import MfccComputer
 from ..io import atomic_path
-from ..log import progress_bar
 from .kmeans import KMeansModel, fit_kmeans
 
 FILE = "speakers.parquet"
@@ -41,11 +42,12 @@ class SpeakerSettings:
     seed: int = 1234
 
 
-def pseudo_speakers(shards: Shards, settings: SpeakerSettings, folder: Path, device: torch.device,
-                    checkpoint: Path | None = None) -> dict[str, Any]:
-    """Cluster every utterance of `shards` into `settings.n_speakers` pseudo speakers; writes
-    folder/speakers.parquet (key, split, speaker "pseudoNNNN") and returns the metrics (purity and NMI
-    against the corpus speakers when every utterance has one)."""
+def pseudo_speakers(shards: Shards, checkpoint: Path | None, settings: SpeakerSettings, device: torch.device,
+                    folder: Path) -> dict[str, Any]:
+    """Cluster every utterance of `shards` into `settings.n_speakers` pseudo speakers, embedded on
+    `device` (with `checkpoint`'s layer for layer_mean); writes folder/speakers.parquet (key, split,
+    speaker "pseudoNNNN") and returns the metrics (purity and NMI against the corpus speakers when
+    every utterance has one)."""
     if settings.embedding == "layer_mean" and checkpoint is None:
         raise UserError("speakers.embedding=layer_mean needs --checkpoint")
     if len(shards) < settings.n_speakers:
@@ -53,16 +55,13 @@ def pseudo_speakers(shards: Shards, settings: SpeakerSettings, folder: Path, dev
     computer = MfccComputer(device) if settings.embedding == "mfcc_stats" else \
         LayerComputer(checkpoint, settings.layer, device)  # type: ignore[arg-type]
     keys, splits, true, embeddings = [], [], [], []
-    with progress_bar() as progress:
-        task = progress.add_task("utterance embeddings", total=len(shards))
-        for batch in batches_by_seconds(shards.stream(), 60.0):
-            for utt, feats in zip(batch, computer(batch)):
-                feats = np.asarray(feats, dtype=np.float32)
-                embeddings.append(mfcc_stats(feats) if settings.embedding == "mfcc_stats" else feats.mean(axis=0))
-                keys.append(utt.key)
-                splits.append(utt.meta["split"])
-                true.append(utt.meta.get("speaker"))
-            progress.advance(task, len(batch))
+    for utt, feats in compute_in_batches(computer, shards.stream(), 60.0, description="utterance embeddings",
+                                         total=len(shards)):
+        feats = np.asarray(feats, dtype=np.float32)
+        embeddings.append(mfcc_stats(feats) if settings.embedding == "mfcc_stats" else feats.mean(axis=0))
+        keys.append(utt.key)
+        splits.append(utt.meta["split"])
+        true.append(utt.meta.get("speaker"))
     labels = cluster_speakers(np.stack(embeddings), settings.n_speakers, settings.niter, settings.seed)
     metrics: dict[str, Any] = {"utterances": len(keys), "n_speakers": settings.n_speakers,
                                "speakers_used": int(len(np.unique(labels)))}

@@ -2,7 +2,7 @@
 neural vocoder, which this project cannot download).
 
 The head maps the weighted hidden states of an utterance to the target speaker's WORLD spectral
-features (coded spectral envelope and band aperiodicity, `progre.features.world`, 10 ms frames: two
+features (coded spectral envelope and band aperiodicity, `progre.dsp.world`, 10 ms frames: two
 per model frame), standardised per dimension over the target's training frames, with an L1 loss; it
 is trained on the target speaker's own training utterances and chosen on their valid utterances.
 Conversion runs another speaker's test utterance through it, moves the source's log F0 to the
@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data.corpus import SPLITS
-from ..features.world import (ENVELOPE_DIM, WorldFeatures, analyse, convert_f0, log_f0_stats, synthesise,
+from ..dsp.world import (ENVELOPE_DIM, WorldFeatures, analyse, convert_f0, log_f0_stats, synthesise,
                               world_num_frames)
 from ..fingerprint import code_fingerprint
 from ..frames import SAMPLE_RATE
@@ -154,7 +154,7 @@ class VoiceConversion(Task):
         def compute() -> dict[str, WorldFeatures]:
             return {r["key"]: analyse(self._wav(r)) for r in rows}
 
-        path = self._cache_path("world", ["progre.features.world"], sorted(r["key"] for r in rows))
+        path = self._cache_path("world", ["progre.dsp.world"], sorted(r["key"] for r in rows))
         return compute() if path is None else cached_object(path, compute)[0]
 
     def _cache_path(self, kind: str, code: list[str], extra: Any) -> Optional[Path]:
@@ -227,7 +227,7 @@ class VoiceConversion(Task):
         def compute() -> dict[str, float]:
             return self._judge(examples.references,
                                [synthesise(analyse(s.wav), len(s.wav)) for s in examples.references])
-        path = self._cache_path("reference", [*JUDGE_CODE, "progre.features.world", "progre.downstream.conversion",
+        path = self._cache_path("reference", [*JUDGE_CODE, "progre.dsp.world", "progre.downstream.conversion",
                                               "progre.downstream.speech_quality"],
                                 {"target": self.target, "seed": self.seed, "sources": examples.keys})
         if path is None:

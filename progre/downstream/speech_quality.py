@@ -44,7 +44,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..features.world import f0_and_envelope
+from ..dsp.world import f0_and_envelope
 
 SAMPLE_RATE = 16_000
 PESQ_MIN_SAMPLES = SAMPLE_RATE // 4

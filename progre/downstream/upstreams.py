@@ -28,20 +28,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
 
 from ..data.shards import Shards, Utterance
 from ..errors import UserError
-from ..features.computers import MfccComputer, batches_by_seconds
+from ..features.computing import StateExtractor, compute_in_batches
 from ..features.hidden import HiddenStateExtractor, load_frozen_encoder
+from ..features.mfcc_features import MfccComputer
 from ..features.store import FeatureStore, FeatureWriter, open_pitch_store, write_meta
-from ..frames import MFCC_RATE, SAMPLE_RATE, num_frames
+from ..frames import SAMPLE_RATE
 from ..fingerprint import code_fingerprint, package_modules
 from ..io import atomic_dir, file_sha256
-from ..log import logger, progress_bar
+from ..log import logger
 from ..outputs import remove_leftovers
 
 CACHE_VERSION = 2
@@ -96,11 +97,11 @@ def parse_upstream(spec: str, name: Optional[str] = None) -> Upstream:
     return Upstream(kind, name or default, folder, given, labels)
 
 
-MFCC_CODE = ("progre.frames", "progre.audio", "progre.data.shards", "progre.features.mfcc", "progre.features.computers",
-             "progre.downstream.upstreams")
+MFCC_CODE = ("progre.frames", "progre.audio", "progre.data.shards", "progre.dsp.mfcc", "progre.dsp.padding",
+             "progre.features.computing", "progre.features.mfcc_features", "progre.downstream.upstreams")
 """The modules whose code computes an MFCC upstream's states (their fingerprint is part of the cache key)."""
 
-ENCODER_CODE = MFCC_CODE + ("progre.features.hidden", "progre.features.pitch", "progre.features.store")
+ENCODER_CODE = MFCC_CODE + ("progre.features.hidden", "progre.dsp.pitch", "progre.features.store")
 """The same for encoders, besides every module of progre.model."""
 
 
@@ -136,19 +137,7 @@ def folder_sha256(folder: Path) -> str:
 # --------------------------------------------------------------------------- extractors
 
 
-class Extractor(Protocol):
-    """Utterances -> per-utterance (T, S, D) float32 hidden states."""
-
-    state_names: list[str]
-    dim: int
-    frame_rate: int
-
-    def __call__(self, utts: list[Utterance]) -> list[np.ndarray]: ...
-
-    def expected_frames(self, num_samples: int) -> int: ...
-
-
-class MfccExtractor:
+class MfccExtractor(StateExtractor):
     """MFCC as an upstream with a single state: (T, 1, 39) at 100 Hz."""
 
     state_names = [MFCC_NAME]
@@ -161,12 +150,9 @@ class MfccExtractor:
     def __call__(self, utts: list[Utterance]) -> list[np.ndarray]:
         return [feats[:, None, :] for feats in self.computer(utts)]
 
-    def expected_frames(self, num_samples: int) -> int:
-        return num_frames(num_samples, MFCC_RATE)
-
 
 def build_extractor(upstream: Upstream, seed: int, device: torch.device, pitch: Optional[Path] = None,
-                    shards: Optional[Shards] = None, chunk_seconds: float = 30.0) -> Extractor:
+                    shards: Optional[Shards] = None, chunk_seconds: float = 30.0) -> StateExtractor:
     """The extractor of an upstream; a checkpoint that does not load is a one-line UserError."""
     if upstream.kind == "mfcc":
         return MfccExtractor(device)
@@ -268,7 +254,7 @@ def cached_hidden_states(upstream: Upstream, shards: Shards, cache: Path, *, see
     return HiddenStates(folder)
 
 
-def _extract_all(extractor: Extractor, shards: Shards, folder: Path, batch_seconds: float, dtype: str,
+def _extract_all(extractor: StateExtractor, shards: Shards, folder: Path, batch_seconds: float, dtype: str,
                  name: str, view: Optional[AudioView] = None) -> float:
     """Write (T, S*D) rows of every utterance (of the view) to a feature folder; memory stays at one
     batch. Returns the seconds of audio processed."""
@@ -279,21 +265,19 @@ def _extract_all(extractor: Extractor, shards: Shards, folder: Path, batch_secon
     utterances = shards.stream(keys=None if view is None else set(view.keys))
     if view is not None and view.transform is not None:
         utterances = (Utterance(u.key, view.transform(u.key, u.wav), u.meta) for u in utterances)
+    total = len(shards) if view is None else len(view.keys)
     try:
-        with progress_bar() as progress:
-            task = progress.add_task(f"hidden states ({name})", total=len(shards) if view is None else len(view.keys))
-            for batch in batches_by_seconds(utterances, batch_seconds, pool=4):
-                for utt, states in zip(batch, extractor(batch)):
-                    if len(states) != extractor.expected_frames(len(utt.wav)):
-                        raise RuntimeError(f"{utt.key}: {len(states)} frames for {len(utt.wav)} samples")
-                    if not np.isfinite(states).all():
-                        raise UserError(f"{utt.key}: {name} gives non-finite hidden states (NaN or inf)")
-                    if np.abs(states).max(initial=0.0) > limit:
-                        raise UserError(f"{utt.key}: hidden states of {name} exceed the {dtype} range "
-                                        f"(set evaluate.hidden_dtype=float32)")
-                    writer.add(utt.key, states.reshape(len(states), width))
-                    audio += len(utt.wav) / SAMPLE_RATE
-                progress.advance(task, len(batch))
+        for utt, states in compute_in_batches(extractor, utterances, batch_seconds, pool=4, total=total,
+                                              description=f"hidden states ({name})"):
+            if len(states) != extractor.expected_frames(len(utt.wav)):
+                raise RuntimeError(f"{utt.key}: {len(states)} frames for {len(utt.wav)} samples")
+            if not np.isfinite(states).all():
+                raise UserError(f"{utt.key}: {name} gives non-finite hidden states (NaN or inf)")
+            if np.abs(states).max(initial=0.0) > limit:
+                raise UserError(f"{utt.key}: hidden states of {name} exceed the {dtype} range "
+                                f"(set evaluate.hidden_dtype=float32)")
+            writer.add(utt.key, states.reshape(len(states), width))
+            audio += len(utt.wav) / SAMPLE_RATE
         writer.close()
     except BaseException:
         writer.abort()

@@ -1,7 +1,8 @@
 """Hidden states of a frozen encoder, utterance by utterance: the toolkit's one extractor.
 
-`progre features --kind layer` keeps one state of it (the iteration-2 k-means features),
-`progre pseudo-speakers` the utterance mean of one, and `progre evaluate` caches all of them.
+`progre features --kind layer` keeps one state of it (the iteration-2 k-means features, through
+`layer_features.LayerComputer`), `progre pseudo-speakers` the utterance mean of one, and
+`progre evaluate` caches all of them.
 
 Utterances go through the encoder in padded batches (the encoder is padding-invariant). Those longer
 than `chunk_seconds` are cut into consecutive chunks on the 50 Hz grid (`frames.chunk_starts`), each
@@ -19,9 +20,10 @@ import numpy as np
 import torch
 
 from ..data.shards import Utterance
-from ..frames import MODEL_RATE, chunk_samples, chunk_starts, num_frames
+from ..dsp.padding import pad_batch
 from ..errors import UserError
-from .mfcc import pad_batch
+from ..frames import MODEL_RATE, chunk_samples, chunk_starts, num_frames
+from .computing import StateExtractor
 from .store import FeatureStore, read_pitch
 
 
@@ -37,7 +39,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
-class HiddenStateExtractor:
+class HiddenStateExtractor(StateExtractor):
     """Utterances -> per-utterance (T, S, D) float32 hidden states of `encoder` (the states `states`
     of `encoder.extract`'s, by index; all when None). With precision "bf16" the encoder runs under
     bf16 autocast (the model's own float32 islands stay float32); the states are returned in float32."""
@@ -55,9 +57,6 @@ class HiddenStateExtractor:
         self.state_names = [names[i] for i in self.states]
         self.dim = encoder.config.encoder_embed_dim
         self.chunk_seconds = chunk_seconds
-
-    def expected_frames(self, num_samples: int) -> int:
-        return num_frames(num_samples)
 
     @torch.inference_mode()
     def __call__(self, utts: list[Utterance]) -> list[np.ndarray]:

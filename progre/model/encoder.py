@@ -116,7 +116,7 @@ class ProgREEncoder(nn.Module):
             wav: (B, N) float 16 kHz audio, padded (with anything) after each utterance's `lengths[i]`
                 samples.
             lengths: (B,) long valid samples, or None when nothing is padded.
-            pitch: (B, T) float 50 Hz pitch contours (`progre.features.pitch.compute_pitch`), padded
+            pitch: (B, T) float 50 Hz pitch contours (`progre.dsp.pitch.compute_pitch`), padded
                 with anything; computed here from `wav` when None and the pitch branch is on (slow).
             mask: (B, T) bool, True where a frame is replaced by the learned mask embedding, or None.
         """
@@ -222,7 +222,7 @@ class ProgREEncoder(nn.Module):
 
     @staticmethod
     def _pitch(wav: Tensor, lengths: Tensor, frames: int) -> Tensor:
-        from ..features.pitch import compute_pitch
+        from ..dsp.pitch import compute_pitch
 
         pitch = torch.zeros(wav.shape[0], frames)
         audio = wav.detach().float().cpu().numpy()

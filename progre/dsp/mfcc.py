@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
-import numpy as np
 import torch
 import torchaudio.functional as AF
 from torchaudio.compliance import kaldi
@@ -110,12 +109,3 @@ def mfcc_batch(wavs: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor,
     valid = torch.arange(feats.shape[1], device=feats.device).unsqueeze(0) < frame_lengths.unsqueeze(1)
     return feats * valid.unsqueeze(-1), frame_lengths
 
-
-def pad_batch(wavs: list, device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """List of 1-D numpy/torch waveforms -> (B, N_max) float32 tensor and (B,) lengths."""
-    # numpy input is copied: it may be a read-only memmap, which torch.from_numpy refuses to wrap
-    tensors = [w.float() if isinstance(w, torch.Tensor) else torch.from_numpy(np.array(w, dtype=np.float32))
-               for w in wavs]
-    lengths = torch.tensor([len(t) for t in tensors], dtype=torch.long)
-    batch = torch.nn.utils.rnn.pad_sequence(tensors, batch_first=True)
-    return batch.to(device), lengths.to(device)
