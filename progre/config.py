@@ -25,14 +25,12 @@ from typing import Any, ClassVar, TypeVar
 
 import yaml
 
+from .device import DEVICES
 from .errors import UserError
 from .settings import checked_values, describe, setting
 
 P = TypeVar("P", bound="Params")
 S = TypeVar("S")
-
-param = setting  # the declaration of a parameter that no library settings class holds
-
 
 class Params:
     """Base of every section's parameter class."""
@@ -143,152 +141,52 @@ def load_params(cls: type[P], params_file: str | Path | None = None, iteration: 
 # --------------------------------------------------------------------------- stage sections
 
 
-@dataclass
-class FeaturesParams(Params):
-    SECTION: ClassVar[str] = "features"
+# The device is resolved in the stage (`device.resolve_device`) and handed to the library as a torch.device:
+# its parameter is declared here, once per meaning.
 
-    sample_fraction: float = param(0.1, "fraction of the sample_split utterances whose features are "
-                                        "stored for k-means fitting (HuBERT: 0.1)", min=0.0, max=1.0)
-    sample_split: str = param("train", "split the k-means sample is drawn from", choices=("train", "valid", "test"))
-    seed: int = param(1234, "random seed of the utterance sample")
-    batch_seconds: float = param(120.0, "audio seconds per batch for MFCC and hidden features (and per batch handed to "
-                                          "the pitch workers)", min=1.0)
-    chunk_seconds: float = param(30.0, "longer utterances are processed in chunks of this length (hidden "
-                                       "features)", min=1.0)
-    layer: int = param(6, "transformer layer (1-based) for hidden features", min=1)
-    hidden_dtype: str = param("float16", "storage type of hidden features", choices=("float16", "float32"))
-    precision: str = param("auto", "hidden features: auto is bf16 autocast on CUDA, fp32 on CPU",
-                           choices=("auto", "bf16", "fp32"))
-    workers: int = param(2, "CPU worker processes for pitch", min=1)
-    device: str = param("auto", "auto picks CUDA when present", choices=("auto", "cpu", "cuda"))
+@dataclass(frozen=True)
+class AutoDevice:
+    device: str = setting("auto", "auto picks CUDA when present", choices=DEVICES)
 
 
-@dataclass
-class ClusterParams(Params):
-    SECTION: ClassVar[str] = "cluster"
-
-    n_clusters: int = param(100, "k of k-means (HuBERT: 100 on MFCC, 500 on layer features)", min=2, max=65535)
-    niter: int = param(100, "k-means iterations", min=1)
-    nredo: int = param(1, "k-means restarts; the best objective wins", min=1)
-    init: str = param("kmeans++", "centroid initialisation", choices=("kmeans++", "random"))
-    max_points_per_centroid: int | None = param(None, "FAISS subsamples to this many points per centroid "
-                                                      "(null: use every sampled point)", min=1)
-    seed: int = param(1234, "random seed of the initialisation")
-    batch_seconds: float = param(120.0, "audio seconds per batch when labelling (features of unsampled "
-                                        "utterances are computed on the fly)", min=1.0)
-    phone_splits: list[str] = param(["valid", "test"], "splits whose frame phone alignments score the labels "
-                                                        "(phone purity, cluster purity, PNMI)",
-                                    choices=("train", "valid", "test"))
-    device: str = param("auto", "auto: CUDA when torch sees it, for the features of unsampled utterances, and "
-                                "k-means on the GPU when FAISS sees one too (faiss-gpu); cpu: both on the CPU; "
-                                "cuda: both on the GPU", choices=("auto", "cpu", "cuda"))
+@dataclass(frozen=True)
+class ClusterDevice:
+    device: str = setting("auto", "auto: CUDA when torch sees it, for the features of unsampled utterances, and k-means "
+                                "on the GPU when FAISS sees one too (faiss-gpu); cpu: both on the CPU; cuda: both on "
+                                "the GPU", choices=DEVICES)
 
 
-@dataclass
-class SpeakersParams(Params):
-    SECTION: ClassVar[str] = "speakers"
-
-    n_speakers: int = param(24, "number of pseudo speakers", min=2)
-    embedding: str = param("mfcc_stats", "utterance embedding: mean and std of the static MFCC "
-                                         "cepstra, or mean of a layer's hidden states",
-                           choices=("mfcc_stats", "layer_mean"))
-    layer: int = param(4, "layer for layer_mean embeddings", min=1)
-    niter: int = param(50, "k-means iterations", min=1)
-    seed: int = param(1234, "random seed")
-    device: str = param("auto", "where the utterance embeddings are computed (k-means runs on the CPU); auto "
-                                "picks CUDA when present", choices=("auto", "cpu", "cuda"))
-
-
-@dataclass
-class EvaluateParams(Params):
-    SECTION: ClassVar[str] = "evaluate"
-
-    TASK_NAMES: ClassVar[tuple[str, ...]] = ("sid", "pr", "asr", "er", "se", "vc", "lid")
-
-    tasks: list[str] = param(["sid", "pr", "asr", "er", "se", "vc"], "downstream tasks: sid (speaker), pr "
-                             "(phones), asr (transcripts, any script), er (style), se (speech enhancement), vc "
-                             "(voice conversion to one target speaker), lid (language), or cls:COLUMN to classify "
-                             "utterances by any categorical metadata column (e.g. [sid,lid,cls:accent]; outputs "
-                             "in cls-COLUMN/)")
-    protocol: str = param("demo", "heads, schedules and featurizer normalisation: demo (small heads for the built-in "
-                                  "corpus on a CPU) or superb (s3prl's downstream settings, for Base-scale upstreams; "
-                                  "see docs/DESIGN.md)", choices=("demo", "superb"))
-    head_seeds: int = param(3, "every head is fitted with this many seeds (seed, seed+1, ...); the report gives "
-                               "the mean and standard deviation of the test scores; the first seed also searches "
-                               "the learning rate", min=1)
-    lr: list[float] | None = param(None, "learning rates of heads and layer weights; each is tried and the "
-                                         "one with the best valid score kept (null: the protocol's per task; demo: "
-                                         "SID and ER [1e-2, 1e-3], PR [1e-1, 3e-2], ASR [1e-2]; superb: 1e-1 to "
-                                         "1e-5)", above=0.0)
-    batch_size: int | None = param(None, "utterances per batch (null: the protocol's; demo 16)", min=1)
-    max_epochs: int | None = param(None, "train for this many epochs, validating after each (null: the protocol's; "
-                                         "demo: SID and ER 100, PR 80, ASR 20; superb counts updates)", min=1)
-    patience: int | None = param(None, "stop after this many validations without a better score (null: the "
-                                       "protocol's; demo: SID and ER 10, PR 15, ASR 5; superb: none)", min=1)
-    layer_norm: bool | None = param(None, "layer-normalise each hidden state before the weighted sum (null: the "
-                                          "protocol's; off in both)")
-    standardize: bool | None = param(None, "standardise each hidden state per dimension with the mean and std of "
-                                           "its training frames, a fixed affine map so that the layer weights "
-                                           "compare states, not their scales (null: the protocol's; demo on, "
-                                           "superb off)")
-    asr_hidden: int | None = param(None, "hidden units per direction of the ASR BiLSTM (null: the protocol's; demo "
-                                         "96, superb 1024)", min=1)
-    asr_layers: int | None = param(None, "BiLSTM layers of the ASR head (null: the protocol's; 2)", min=1)
-    phonemize_voice: str = param("en-us", "eSpeak NG voice that phonemises transcripts for PR when the corpus "
-                                          "has text but no phones, for utterances without a language; an "
-                                          "utterance's language (ISO 639 code) picks its own voice")
-    batch_seconds: float = param(60.0, "audio seconds per batch when computing hidden states", min=1.0)
-    hidden_dtype: str = param("float16", "storage type of cached hidden states", choices=("float16", "float32"))
-    max_ram_gb: float = param(8.0, "hidden states of the evaluated utterances are held in memory as float32 up to "
-                                   "this size (read once for every task, epoch and seed), else read from the "
-                                   "cache per batch", above=0.0)
-    se_noise: str = param("demo", "SE mixes noise into clean utterances: demo (white, pink or brown noise) or a "
-                                  "folder of noise recordings (wav/flac/ogg)")
-    se_snr_db: list[float] = param([2.5, 17.5], "SE: the SNR of each mixture is drawn from this range in dB "
-                                                "(VoiceBank-DEMAND's test SNRs: 2.5 to 17.5)")
-    se_noisy: str | None = param(None, "SE: a shard folder of noisy recordings with the same keys as --shards "
-                                       "(VoiceBank-DEMAND's noisy and clean folders sharded alike) instead of mixing")
-    vc_target: str | None = param(None, "VC: the target speaker (null: the first speaker, sorted, with clean "
-                                        "training and valid utterances); every other speaker's test utterances are "
-                                        "converted")
-    seed: int = param(1234, "random seed of head initialisation, batch order, noise mixtures and random-init "
-                            "upstreams")
-    workers: int = param(2, "head fits run side by side in this many processes, one thread each (1: one after "
-                            "another in this process; on CUDA always 1); results do not depend on it", min=1)
-    device: str = param("auto", "auto picks CUDA when present", choices=("auto", "cpu", "cuda"))
-
-    def check(self) -> None:
-        if len(self.se_snr_db) != 2 or self.se_snr_db[0] > self.se_snr_db[1]:
-            raise UserError(f"se_snr_db: expected [low, high] in dB, got {self.se_snr_db}")
-        if not self.tasks:
-            raise UserError("tasks: give at least one task (sid, pr, asr, er, se, vc, lid, cls:COLUMN)")
-        for task in self.tasks:
-            if task not in self.TASK_NAMES and not re.fullmatch(r"cls:[A-Za-z0-9_][A-Za-z0-9_-]*", task):
-                raise UserError(f"tasks: {task!r} is not a task (sid, pr, asr, er, se, vc, lid, or cls:COLUMN "
-                                f"with COLUMN a metadata column of letters, digits, _ and -)")
+@dataclass(frozen=True)
+class SpeakersDevice:
+    device: str = setting("auto", "where the utterance embeddings are computed (k-means runs on the CPU); auto picks "
+                                "CUDA when present", choices=DEVICES)
 
 
 # --------------------------------------------------------------------------- sections built from the library
 
-LIBRARY_SECTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
-    # class name here: (params.yaml section, the library settings classes it holds)
-    "SynthParams": ("synth", ("progre.data.synth:SynthSettings",)),
-    "ShardParams": ("shard", ("progre.data.sharding:ShardSettings",)),
+LIBRARY_SECTIONS: dict[str, tuple[str, tuple[str, ...], type | None]] = {
+    # class name here: (params.yaml section, the library settings classes it holds, its parameters declared here)
+    "SynthParams": ("synth", ("progre.data.synth:SynthSettings",), None),
+    "ShardParams": ("shard", ("progre.data.sharding:ShardSettings",), None),
+    "FeaturesParams": ("features", ("progre.features.writing:FeatureSettings",), AutoDevice),
+    "ClusterParams": ("cluster", ("progre.cluster.labelling:ClusterSettings",), ClusterDevice),
+    "SpeakersParams": ("speakers", ("progre.cluster.speakers:SpeakerSettings",), SpeakersDevice),
     "PretrainParams": ("pretrain", ("progre.train.pretrain:ModelChoice", "progre.train.data:PlanSettings",
-                                    "progre.train.loop:TrainRecipe", "progre.train.loop:RunControl")),
-    "ReportParams": ("report", ("progre.report:ReportSettings",)),
+                                    "progre.train.loop:TrainRecipe", "progre.train.loop:RunControl"), None),
+    "EvaluateParams": ("evaluate", ("progre.downstream.evaluation:EvaluationSettings",), AutoDevice),
+    "ReportParams": ("report", ("progre.report:ReportSettings",), None),
 }
 """Built on first use (`progre --help` need not import the library, and with it torch)."""
 
 
 @cache
 def _library_section(class_name: str) -> type[Params]:
-    name, paths = LIBRARY_SECTIONS[class_name]
+    name, paths, extra = LIBRARY_SECTIONS[class_name]
     classes = []
     for path in paths:
         module, _, attr = path.partition(":")
         classes.append(getattr(importlib.import_module(module), attr))
-    return section(name, *classes)
+    return section(name, *classes, extra=extra)
 
 
 def __getattr__(name: str) -> Any:
@@ -299,9 +197,5 @@ def __getattr__(name: str) -> Any:
 
 def all_sections() -> dict[str, type[Params]]:
     """Every params section by name, in stage order."""
-    classes = [_library_section(n) if n in LIBRARY_SECTIONS else globals()[n] for n in SECTION_CLASSES]
+    classes = [_library_section(name) for name in LIBRARY_SECTIONS]
     return {cls.SECTION: cls for cls in classes}
-
-
-SECTION_CLASSES = ("SynthParams", "ShardParams", "FeaturesParams", "ClusterParams", "SpeakersParams",
-                   "PretrainParams", "EvaluateParams", "ReportParams")

@@ -18,7 +18,7 @@ def run(p: ClusterParams, features: Path, shards: Path, out: Path, overwrite: bo
     device = resolve_cluster_device(p.device)
     with output_folder(out, "cluster", overwrite=overwrite, inputs=[features, shards]) as tmp:
         metrics = fit_and_label(FeatureStore(features), Shards(shards),
-                                p.to(ClusterSettings, phone_splits=tuple(p.phone_splits)), device, tmp)
+                                p.to(ClusterSettings), device, tmp)
         write_json(tmp / "metrics.json", metrics)
     quality = ", ".join(f"{k} {metrics[k]:.3f}" for k in ("pnmi", "phone_purity", "cluster_purity") if k in metrics)
     logger.info("labels written to %s: %d of %d clusters used%s", out, metrics["clusters_used"], p.n_clusters,

@@ -21,8 +21,7 @@ def run(p: EvaluateParams, upstream: str, out: Path, shards: Path, pitch: Option
         name: Optional[str] = None, cache: Path = Path(".cache/hidden"), overwrite: bool = False) -> dict:
     """Evaluate `upstream` on every task of `p.tasks`; returns the summary (also in out/summary.json)."""
     up = parse_upstream(upstream, name)
-    settings = p.to(EvaluationSettings, tasks=tuple(p.tasks), lr=None if p.lr is None else tuple(p.lr),
-                    se_snr_db=tuple(p.se_snr_db))
+    settings = p.to(EvaluationSettings)
     corpus = Shards(shards)
     contours = None if pitch is None else open_pitch_store(pitch, corpus)
     inputs = [shards, pitch, up.checkpoint, cache, p.se_noisy, None if p.se_noise == "demo" else p.se_noise]

@@ -128,7 +128,7 @@ def iemocap(root: Path) -> Path:
                 utterance = f"{dialog}_{suffix}"
                 _wav(folder / "sentences" / "wav" / dialog / f"{utterance}.wav", seed)
                 seed += 1
-                text += _emo_line(utterance, emotion) + f"C-E1:\tNeutral;\t()\nA-E1:\tval 3; act 2; dom  2;\t()\n\n"
+                text += _emo_line(utterance, emotion) + "C-E1:\tNeutral;\t()\nA-E1:\tval 3; act 2; dom  2;\t()\n\n"
             (labels / f"{dialog}.txt").write_text(text)
             (labels / f"._{dialog}.txt").write_bytes(b"\x00\x05\x16\x07 macOS resource fork \xff")
         (labels / "Categorical").mkdir()  # IEMOCAP's per-annotator files, not read

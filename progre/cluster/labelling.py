@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data.corpus import SPLITS
 from ..data.shards import Shards, Utterance
 from ..device import resolve_device
 from ..errors import UserError
@@ -26,6 +27,7 @@ from ..features.mfcc_features import MfccComputer
 from ..features.store import FeatureStore, open_pitch_store
 from ..frames import num_frames
 from ..log import logger
+from ..settings import setting
 from .kmeans import KMeansModel, faiss_gpus, faiss_installation, fit_kmeans
 from .labels import LabelWriter
 from .metrics import JointCounts, cluster_usage, frame_phones, plot_cooccurrence, purity_and_pnmi
@@ -35,14 +37,18 @@ from .metrics import JointCounts, cluster_usage, frame_phones, plot_cooccurrence
 class ClusterSettings:
     """k-means and labelling (the `cluster` params section and its per-iteration overlay)."""
 
-    n_clusters: int = 100
-    niter: int = 100
-    nredo: int = 1
-    init: str = "kmeans++"
-    max_points_per_centroid: int | None = None
-    seed: int = 1234
-    batch_seconds: float = 120.0
-    phone_splits: tuple[str, ...] = ("valid", "test")
+    n_clusters: int = setting(100, "k of k-means (HuBERT: 100 on MFCC, 500 on layer features)", min=2, max=65535)
+    niter: int = setting(100, "k-means iterations", min=1)
+    nredo: int = setting(1, "k-means restarts; the best objective wins", min=1)
+    init: str = setting("kmeans++", "centroid initialisation", choices=("kmeans++", "random"))
+    max_points_per_centroid: int | None = setting(None, "FAISS subsamples to this many points per centroid (null: "
+                                                        "use every sampled point)", min=1)
+    seed: int = setting(1234, "random seed of the initialisation")
+    batch_seconds: float = setting(120.0, "audio seconds per batch when labelling (features of unsampled "
+                                          "utterances are computed on the fly)", min=1.0)
+    phone_splits: tuple[str, ...] = setting(("valid", "test"), "splits whose frame phone alignments score the "
+                                                               "labels (phone purity, cluster purity, PNMI)",
+                                            choices=SPLITS)
 
 
 def resolve_cluster_device(name: str) -> torch.device:

@@ -25,6 +25,7 @@ from ..features.computing import compute_in_batches
 from ..features.layer_features import LayerComputer
 from ..features.mfcc_features import MfccComputer
 from ..io import atomic_path
+from ..settings import setting
 from .kmeans import KMeansModel, fit_kmeans
 
 FILE = "speakers.parquet"
@@ -35,11 +36,12 @@ EMBEDDINGS = ("mfcc_stats", "layer_mean")
 class SpeakerSettings:
     """Pseudo-speaker clustering (the `speakers` params section)."""
 
-    n_speakers: int = 24
-    embedding: str = "mfcc_stats"
-    layer: int = 4
-    niter: int = 50
-    seed: int = 1234
+    n_speakers: int = setting(24, "number of pseudo speakers", min=2)
+    embedding: str = setting("mfcc_stats", "utterance embedding: mean and std of the static MFCC cepstra, or mean of "
+                                           "a layer's hidden states", choices=EMBEDDINGS)
+    layer: int = setting(4, "layer for layer_mean embeddings", min=1)
+    niter: int = setting(50, "k-means iterations", min=1)
+    seed: int = setting(1234, "random seed")
 
 
 def pseudo_speakers(shards: Shards, checkpoint: Path | None, settings: SpeakerSettings, device: torch.device,

@@ -206,10 +206,9 @@ def _encode_in_worker(item: CorpusItem) -> Encoded | Reject:
 _WORKER_SETTINGS: ShardSettings | None = None
 
 
-def shard_corpus(corpus: Path, out_dir: Path, settings: ShardSettings,
-                 metadata: Path | None = None) -> dict[str, Any]:
-    """Read `corpus` (any layout of `progre.data.corpus`) and write its shards, index and rejects into
-    `out_dir`; returns the summary (counts per split, rejects by reason)."""
+def shard_corpus(corpus: Path, metadata: Path | None, settings: ShardSettings, out_dir: Path) -> dict[str, Any]:
+    """Read `corpus` (any layout of `progre.data.corpus`, with its `metadata` table if given) and write its
+    shards, index and rejects into `out_dir`; returns the summary (counts per split, rejects by reason)."""
     items, rejects = read_corpus(corpus, settings.input_format, metadata, settings.default_split)
     if not items:
         raise UserError(f"{corpus}: no usable audio found ({len(rejects)} rejected)")

@@ -23,14 +23,15 @@ from ..data.shards import Shards
 from ..errors import UserError
 from ..features.store import FeatureStore
 from ..log import logger
-from . import DEFAULT_TASKS
+from ..settings import setting
+from . import DEFAULT_TASKS, TASKS
 from .featurizer import Featurizer
 from .fits import TaskFits, fit_all, task_fits
 from .head_data import StateTable, state_statistics, utterance_means
 from .pool import parallel_workers
 from .recipes import RECIPE_BOOKS, RecipeBook, with_overrides
 from .records import skipped_record, task_record, write_metrics
-from .registry import TaskOptions, build_task
+from .registry import CLASSIFY_PREFIX, COLUMN_NAME, TaskOptions, build_task
 from .rows import CorpusAudio, split_rows
 from .tasks import Prepared, Task, TaskSkipped
 from .upstreams import AudioView, HiddenStates, Upstream, cached_hidden_states
@@ -41,28 +42,69 @@ class EvaluationSettings:
     """The settings of an evaluation (the `evaluate` params section); see `progre params evaluate`.
     `protocol` names the recipe book (`recipes.RECIPE_BOOKS`); values left None take the book's."""
 
-    tasks: tuple[str, ...] = DEFAULT_TASKS
-    protocol: str = "demo"
-    head_seeds: int = 3
-    lr: Optional[tuple[float, ...]] = None
-    batch_size: Optional[int] = None
-    max_epochs: Optional[int] = None
-    patience: Optional[int] = None
-    layer_norm: Optional[bool] = None
-    standardize: Optional[bool] = None
-    asr_hidden: Optional[int] = None
-    asr_layers: Optional[int] = None
-    phonemize_voice: str = "en-us"
-    batch_seconds: float = 60.0
-    hidden_dtype: str = "float16"
-    max_ram_gb: float = 8.0
-    se_noise: str = "demo"
-    se_snr_db: tuple[float, float] = (2.5, 17.5)
-    se_noisy: Optional[str] = None
-    vc_target: Optional[str] = None
-    seed: int = 1234
-    workers: int = 2
-    """Head fits run side by side in this many processes (one thread each; 1: in this process)."""
+    tasks: tuple[str, ...] = setting(DEFAULT_TASKS, "downstream tasks: sid (speaker), pr (phones), asr (transcripts, "
+                                     "any script), er (style), se (speech enhancement), vc (voice conversion to one "
+                                     "target speaker), lid (language), or cls:COLUMN to classify utterances by any "
+                                     "categorical metadata column (e.g. [sid,lid,cls:accent]; outputs in cls-COLUMN/)")
+    protocol: str = setting("demo", "which recipe book sizes the heads, schedules and featurizer normalisation: demo "
+                                    "(small heads for the built-in corpus on a CPU) or superb (s3prl's downstream "
+                                    "settings, for Base-scale upstreams; see docs/DESIGN.md)",
+                            choices=tuple(RECIPE_BOOKS))
+    head_seeds: int = setting(3, "every head is fitted with this many seeds (seed, seed+1, ...); the report gives the "
+                                 "mean and standard deviation of the test scores; the first seed also searches the "
+                                 "learning rate", min=1)
+    lr: Optional[tuple[float, ...]] = setting(None, "learning rates of heads and layer weights; each is tried and the "
+                                                    "one with the best valid score kept (null: the recipe book's per "
+                                                    "task; demo: SID and ER [1e-2, 1e-3], PR [1e-1, 3e-2], ASR [1e-2]; "
+                                                    "superb: 1e-1 to 1e-5)", above=0.0)
+    batch_size: Optional[int] = setting(None, "utterances per batch (null: the recipe book's; demo 16)", min=1)
+    max_epochs: Optional[int] = setting(None, "train for this many epochs, validating after each (null: the recipe "
+                                              "book's; demo: SID and ER 100, PR 80, ASR 20; superb counts updates)",
+                                        min=1)
+    patience: Optional[int] = setting(None, "stop after this many validations without a better score (null: the "
+                                            "recipe book's; demo: SID and ER 10, PR 15, ASR 5; superb: none)", min=1)
+    layer_norm: Optional[bool] = setting(None, "layer-normalise each hidden state before the weighted sum (null: the "
+                                               "recipe book's; off in both)")
+    standardize: Optional[bool] = setting(None, "standardise each hidden state per dimension with the mean and std "
+                                                "of its training frames, a fixed affine map so that the layer weights "
+                                                "compare states, not their scales (null: the recipe book's; demo on, "
+                                                "superb off)")
+    asr_hidden: Optional[int] = setting(None, "hidden units per direction of the ASR BiLSTM (null: the recipe book's; "
+                                              "demo 96, superb 1024)", min=1)
+    asr_layers: Optional[int] = setting(None, "BiLSTM layers of the ASR head (null: the recipe book's; 2)", min=1)
+    phonemize_voice: str = setting("en-us", "eSpeak NG voice that phonemises transcripts for PR when the corpus has "
+                                            "text but no phones, for utterances without a language; an utterance's "
+                                            "language (ISO 639 code) picks its own voice")
+    batch_seconds: float = setting(60.0, "audio seconds per batch when computing hidden states", min=1.0)
+    hidden_dtype: str = setting("float16", "storage type of cached hidden states", choices=("float16", "float32"))
+    max_ram_gb: float = setting(8.0, "hidden states of the evaluated utterances are held in memory as float32 up to "
+                                     "this size (read once for every task, epoch and seed), else read from the cache "
+                                     "per batch", above=0.0)
+    se_noise: str = setting("demo", "SE mixes noise into clean utterances: demo (white, pink or brown noise) or a "
+                                    "folder of noise recordings (wav/flac/ogg)")
+    se_snr_db: tuple[float, float] = setting((2.5, 17.5), "SE: the SNR of each mixture is drawn from this range in "
+                                                          "dB (VoiceBank-DEMAND's test SNRs: 2.5 to 17.5)")
+    se_noisy: Optional[str] = setting(None, "SE: a shard folder of noisy recordings with the same keys as --shards "
+                                            "(VoiceBank-DEMAND's noisy and clean folders sharded alike) instead of "
+                                            "mixing")
+    vc_target: Optional[str] = setting(None, "VC: the target speaker (null: the first speaker, sorted, with clean "
+                                             "training and valid utterances); every other speaker's test utterances "
+                                             "are converted")
+    seed: int = setting(1234, "random seed of head initialisation, batch order, noise mixtures and random-init "
+                              "upstreams")
+    workers: int = setting(2, "head fits run side by side in this many processes, one thread each (1: one after "
+                              "another in this process; on CUDA always 1); results do not depend on it", min=1)
+
+    def __post_init__(self) -> None:
+        if self.se_snr_db[0] > self.se_snr_db[1]:
+            raise UserError(f"se_snr_db: expected [low, high] in dB, got {list(self.se_snr_db)}")
+        if not self.tasks:
+            raise UserError(f"tasks: give at least one task ({', '.join(TASKS)}, {CLASSIFY_PREFIX}COLUMN)")
+        for task in self.tasks:
+            if task not in TASKS and not (task.startswith(CLASSIFY_PREFIX)
+                                          and COLUMN_NAME.fullmatch(task[len(CLASSIFY_PREFIX):])):
+                raise UserError(f"tasks: {task!r} is not a task ({', '.join(TASKS)}, or {CLASSIFY_PREFIX}COLUMN with "
+                                f"COLUMN a metadata column of letters, digits, _ and -)")
 
     def recipe_book(self) -> RecipeBook:
         """The book `protocol` names, with the values these settings give (not None) in its recipes."""

@@ -22,21 +22,10 @@ import torch
 from ..data.shards import Utterance
 from ..dsp.padding import pad_batch
 from ..errors import UserError
+from ..device import resolve_precision
 from ..frames import MODEL_RATE, chunk_samples, chunk_starts, num_frames
 from .computing import StateExtractor
 from .store import FeatureStore, read_pitch
-
-
-PRECISIONS = ("auto", "bf16", "fp32")
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """"auto" is bf16 autocast on CUDA and fp32 elsewhere."""
-    if precision not in PRECISIONS:
-        raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
-    return precision
 
 
 class HiddenStateExtractor(StateExtractor):

@@ -22,11 +22,14 @@ from typing import Any
 
 import numpy as np
 
+from ..data.corpus import SPLITS
 from ..data.shards import Shards
+from ..device import PRECISIONS
 from ..errors import UserError
 from ..frames import SAMPLE_RATE
 from ..io import write_json
 from ..outputs import output_folder, run_folder
+from ..settings import setting
 from .computing import FeatureComputer, compute_in_batches
 from .store import FeatureWriter, write_meta
 
@@ -35,15 +38,19 @@ from .store import FeatureWriter, write_meta
 class FeatureSettings:
     """How features are extracted (the `features` params section)."""
 
-    sample_fraction: float = 0.1
-    sample_split: str = "train"
-    seed: int = 1234
-    batch_seconds: float = 120.0
-    chunk_seconds: float = 30.0
-    layer: int = 6
-    hidden_dtype: str = "float16"
-    precision: str = "auto"
-    workers: int = 2
+    sample_fraction: float = setting(0.1, "fraction of the sample_split utterances whose features are stored for "
+                                          "k-means fitting (HuBERT: 0.1)", min=0.0, max=1.0)
+    sample_split: str = setting("train", "split the k-means sample is drawn from", choices=SPLITS)
+    seed: int = setting(1234, "random seed of the utterance sample")
+    batch_seconds: float = setting(120.0, "audio seconds per batch for MFCC and hidden features (and per batch "
+                                          "handed to the pitch workers)", min=1.0)
+    chunk_seconds: float = setting(30.0, "longer utterances are processed in chunks of this length (hidden "
+                                         "features)", min=1.0)
+    layer: int = setting(6, "transformer layer (1-based) for hidden features", min=1)
+    hidden_dtype: str = setting("float16", "storage type of hidden features", choices=("float16", "float32"))
+    precision: str = setting("auto", "hidden features: auto is bf16 autocast on CUDA, fp32 on CPU",
+                             choices=PRECISIONS)
+    workers: int = setting(2, "CPU worker processes for pitch", min=1)
 
 
 def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from ..device import PRECISIONS
 from ..errors import UserError
 from ..log import logger, progress_bar
 from ..model import ModelConfig, ProgREEncoder, ProgREPretrainModel, build_encoder, pretraining_losses
@@ -63,7 +64,7 @@ class TrainRecipe:
     decay_power: float = setting(1.0, "power of the polynomial decay (1: linear)", min=0.0)
     clip_norm: float = setting(10.0, "gradient-norm clip (0: off)", min=0.0)
     grad_accum: int = setting(1, "gradient-accumulation steps per update", min=1)
-    precision: str = setting("auto", "auto: bf16 autocast on CUDA, fp32 on CPU", choices=("auto", "bf16", "fp32"))
+    precision: str = setting("auto", "auto: bf16 autocast on CUDA, fp32 on CPU", choices=PRECISIONS)
     seed: int = setting(1234, "random seed of init, masking, crops and order")
 
     def __post_init__(self) -> None:
