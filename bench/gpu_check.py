@@ -218,7 +218,7 @@ def synthetic_data(shards: Path, num_labels: int, batch_seconds: float, crop_max
     """`PretrainData` over the synthetic shards with random 50 Hz labels (the loader's real work)."""
     from progre.cluster.labels import LabelSet
     from progre.data.shards import Shards
-    from progre.train.data import PlanSettings, PretrainData
+    from progre.train.batches import PlanSettings, PretrainData
 
     corpus = Shards(shards)
     rng = np.random.default_rng(1)
@@ -432,7 +432,7 @@ def features(sizes: Sizes, device: torch.device, shards: Path, log: Log, deadlin
 
 
 def loader_throughput(sizes: Sizes, device: torch.device, data, log: Log, deadline: float) -> dict[str, Any]:
-    from progre.train.data import audio_seconds, loader
+    from progre.train.batches import audio_seconds, loader
 
     rows = []
     for workers in sizes.loader_workers:

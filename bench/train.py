@@ -56,7 +56,7 @@ from progre.config import ClusterParams, FeaturesParams, PretrainParams, ShardPa
 from progre.log import setup_logging
 from progre.model import model_config
 from progre.data.shards import Shards
-from progre.train.data import PlanSettings, PretrainData, audio_seconds, loader
+from progre.train.batches import PlanSettings, PretrainData, audio_seconds, loader
 from progre.train.distributed import init_distributed
 from progre.train.loop import RunControl, RunSpec, Trainer, TrainRecipe
 from stages import cluster as cluster_stage

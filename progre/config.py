@@ -171,7 +171,7 @@ LIBRARY_SECTIONS: dict[str, tuple[str, tuple[str, ...], type | None]] = {
     "FeaturesParams": ("features", ("progre.features.writing:FeatureSettings",), AutoDevice),
     "ClusterParams": ("cluster", ("progre.cluster.labelling:ClusterSettings",), ClusterDevice),
     "SpeakersParams": ("speakers", ("progre.cluster.speakers:SpeakerSettings",), SpeakersDevice),
-    "PretrainParams": ("pretrain", ("progre.train.pretrain:ModelChoice", "progre.train.data:PlanSettings",
+    "PretrainParams": ("pretrain", ("progre.train.run:ModelChoice", "progre.train.batches:PlanSettings",
                                     "progre.train.loop:TrainRecipe", "progre.train.loop:RunControl"), None),
     "EvaluateParams": ("evaluate", ("progre.downstream.evaluation:EvaluationSettings",), AutoDevice),
     "ReportParams": ("report", ("progre.report:ReportSettings",), None),

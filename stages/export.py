@@ -12,7 +12,7 @@ from progre.model.export import OFFICIAL_FILE, export_encoder, import_official a
 
 def export(checkpoint: Path, out: Path, official: bool = False, overwrite: bool = False) -> Path:
     with output_folder(out, "export", overwrite=overwrite, inputs=[checkpoint]) as tmp:
-        encoder = export_encoder(checkpoint, tmp, official)
+        encoder = export_encoder(checkpoint, official, tmp)
     logger.info("exported the encoder of %s (%s, %d parameters) to %s%s", checkpoint, encoder.config.kind,
                 encoder.num_parameters(), out / OFFICIAL_FILE if official else out,
                 " in the official layout" if official else "")
@@ -21,7 +21,7 @@ def export(checkpoint: Path, out: Path, official: bool = False, overwrite: bool 
 
 def import_official(state_dict: Path, out: Path, size: str = "base", overwrite: bool = False):
     with output_folder(out, "import-official", overwrite=overwrite, inputs=[state_dict]) as tmp:
-        encoder = import_release(state_dict, tmp, size)
+        encoder = import_release(state_dict, size, tmp)
     logger.info("imported %s as a %s %s encoder (%d parameters) into %s", state_dict, size, encoder.config.kind,
                 encoder.num_parameters(), out)
     return encoder

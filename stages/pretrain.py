@@ -1,5 +1,5 @@
 """DVC stage `pretrain`: masked-prediction pretraining of ProgRE or HuBERT; rerun to resume
-(`progre.train.pretrain`).
+(`progre.train.run`).
 
 Run folder: train_state/ (resumable checkpoints and dvclive metrics; a persistent DVC output),
 model/ (the final checkpoint every later stage reads), metrics.json, curves.png.
@@ -18,10 +18,10 @@ from progre.features.store import open_pitch_store
 from progre.io import write_json
 from progre.log import logger
 from progre.outputs import run_folder
-from progre.train.data import PlanSettings
+from progre.train.batches import PlanSettings
 from progre.train.distributed import init_distributed, shutdown
 from progre.train.loop import RunControl, TrainRecipe
-from progre.train.pretrain import ModelChoice, pretrain
+from progre.train.run import ModelChoice, pretrain
 
 
 def run(p: PretrainParams, out: Path, shards: Path, labels: Path, pitch: Path | None = None,

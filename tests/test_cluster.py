@@ -7,7 +7,7 @@ import pytest
 
 from progre.frames import MFCC_RATE, num_frames
 from progre.cluster.labels import read_labels
-from progre.cluster.metrics import cluster_usage, frame_phones, purity_and_pnmi
+from progre.cluster.quality import cluster_usage, frame_phones, purity_and_pnmi
 from progre.config import ClusterParams, FeaturesParams, ShardParams
 from progre.data.shards import Shards
 from progre.errors import UserError

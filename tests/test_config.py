@@ -105,9 +105,9 @@ def _settings_pairs():
     from progre.data.synth import SynthSettings
     from progre.downstream.evaluation import EvaluationSettings
     from progre.features.writing import FeatureSettings
-    from progre.train.data import PlanSettings
+    from progre.train.batches import PlanSettings
     from progre.train.loop import RunControl, TrainRecipe
-    from progre.train.pretrain import ModelChoice
+    from progre.train.run import ModelChoice
 
     return {
         config.SynthParams: [SynthSettings], config.ShardParams: [ShardSettings],

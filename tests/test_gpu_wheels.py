@@ -126,7 +126,7 @@ def test_the_package_lists_are_what_make_wheels_gpu_and_the_node_need():
 
 def test_every_package_the_gpu_check_can_import_is_on_the_node_or_brought():
     files, third_party = check_code()
-    assert REPO / "stages" / "pretrain.py" in files and REPO / "progre" / "train" / "metrics.py" in files
+    assert REPO / "stages" / "pretrain.py" in files and REPO / "progre" / "train" / "metrics_log.py" in files
     available = listed("bench/gpu-node-packages.txt") | listed("bench/gpu-wheels.txt")
     missing = {}
     for module, where in sorted(third_party.items()):
@@ -177,7 +177,7 @@ class NodeOnly(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, NodeOnly())
 for name in modules + third_party:
     module = importlib.import_module(name)
-from progre.train.metrics import MetricsLog  # training logs through dvclive, which opens the DVC repository
+from progre.train.metrics_log import MetricsLog  # training logs through dvclive, which opens the DVC repository
 
 folder = Path(tempfile.mkdtemp()) / "dvclive"
 MetricsLog(folder, resume=False).log(1, {"loss": 1.0})

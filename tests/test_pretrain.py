@@ -15,7 +15,7 @@ from progre.config import PretrainParams
 from progre.data.shards import Shards
 from progre.errors import UserError
 from progre.features.store import FeatureStore
-from progre.train import data as data_lib
+from progre.train import batches as data_lib
 from progre.train.loop import Trainer
 from progre.train.schedule import learning_rate
 from stages import pretrain as pretrain_stage
@@ -47,7 +47,7 @@ def test_masked_prediction_learns_on_the_tiny_corpus(phone_shards, phone_labels,
     labels, pitch = phone_labels
     summary = pretrain_stage.run(tiny(max_steps=40, log_every=5, valid_every=40, checkpoint_every=40),
                                  tmp_path / "run", phone_shards, labels, pitch)
-    from progre.train.metrics import MetricsLog
+    from progre.train.metrics_log import MetricsLog
 
     live = tmp_path / "run" / "train_state" / "dvclive"
     losses = MetricsLog.history(live, "train/loss_masked")
@@ -177,7 +177,7 @@ def test_bad_inputs(phone_shards, phone_labels, tmp_path, monkeypatch):
     pretrain_stage.run(tiny(max_steps=2, checkpoint_every=1), tmp_path / "c", phone_shards, labels, pitch)
 
     # a full disk while checkpointing: a one-line error, and the earlier checkpoint stays loadable
-    import progre.train.checkpoints as ckpt
+    import progre.train.checkpoint_store as ckpt
 
     def full_disk(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -301,7 +301,7 @@ def test_a_broken_latest_checkpoint_is_set_aside_and_the_one_before_resumes(phon
     a, b = weights(tmp_path / "straight"), weights(tmp_path / "killed")
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
-    from progre.train.metrics import MetricsLog
+    from progre.train.metrics_log import MetricsLog
 
     steps = [s for s, _ in MetricsLog.history(tmp_path / "killed" / "train_state" / "dvclive", "train/loss_masked")]
     assert steps == sorted(set(steps))  # steps 3-4 were logged before the kill and not again

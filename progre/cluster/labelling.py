@@ -30,7 +30,7 @@ from ..log import logger
 from ..settings import setting
 from .kmeans import KMeansModel, faiss_gpus, faiss_installation, fit_kmeans
 from .labels import LabelWriter
-from .metrics import JointCounts, cluster_usage, frame_phones, plot_cooccurrence, purity_and_pnmi
+from .quality import JointCounts, cluster_usage, frame_phones, plot_cooccurrence, purity_and_pnmi
 
 
 @dataclass(frozen=True)

@@ -117,7 +117,7 @@ def _entropy(p: np.ndarray) -> float:
 def speaker_purity(true: list[str], pseudo: np.ndarray) -> dict[str, float]:
     """Purity of pseudo speakers against true ones, both ways, and normalised mutual information
     2 I / (H(true) + H(pseudo)), which (unlike PNMI) also penalises splitting a speaker."""
-    from .metrics import purity_and_pnmi
+    from .quality import purity_and_pnmi
 
     names = sorted(set(true))
     row = {name: i for i, name in enumerate(names)}

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import math
 from pathlib import Path
-from typing import Protocol
+from abc import ABC, abstractmethod
 
 import numpy as np
 
@@ -94,16 +94,18 @@ def key_seed(key: str) -> int:
 # --------------------------------------------------------------------------- noise sources
 
 
-class NoiseSource(Protocol):
+class NoiseSource(ABC):
     """Where noise comes from: `noise(n, rng)` gives n samples (16 kHz, float32) and their name,
     drawing every random choice from `rng` (so the mixer's seed fixes them)."""
 
+    @abstractmethod
     def noise(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, str]: ...
 
+    @abstractmethod
     def describe(self) -> dict: ...
 
 
-class ColouredNoiseSource:
+class ColouredNoiseSource(NoiseSource):
     """The demo corpus's noise: white, pink or brown (one of `colours`, drawn per utterance)."""
 
     def __init__(self, colours: tuple[str, ...] = NOISE_COLOURS):
@@ -121,7 +123,7 @@ class ColouredNoiseSource:
         return coloured_noise(n, colour, rng), colour
 
 
-class NoiseFolder:
+class NoiseFolder(NoiseSource):
     """Noise recordings: every .wav, .flac and .ogg file under a folder (searched recursively).
 
     Each file is decoded with soundfile, averaged to mono and resampled to 16 kHz

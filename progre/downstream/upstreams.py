@@ -20,12 +20,9 @@ second waits and reads what the first wrote instead of recomputing it.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -41,7 +38,7 @@ from ..features.mfcc_features import MfccComputer
 from ..features.store import FeatureStore, FeatureWriter, open_pitch_store, write_meta
 from ..frames import SAMPLE_RATE
 from ..fingerprint import code_fingerprint, package_modules
-from ..io import atomic_dir, file_sha256
+from ..io import atomic_dir, exclusive_lock, file_sha256
 from ..log import logger
 from ..outputs import remove_leftovers
 
@@ -233,7 +230,10 @@ def cached_hidden_states(upstream: Upstream, shards: Shards, cache: Path, *, see
     fingerprint = shards.fingerprint
     prefix = identity["kind"] if view is None else f"{identity['kind']}-{view.name}"
     folder = Path(cache) / f"{prefix}-{cache_key(identity, fingerprint, dtype)}"
-    with _locked(folder.with_name(f".{folder.name}.lock")):
+    def wait() -> None:
+        logger.info("waiting for another process that computes the same hidden states (%s)", folder.name)
+
+    with exclusive_lock(folder.with_name(f".{folder.name}.lock"), busy=wait):
         remove_leftovers(folder)
         if (folder / "meta.json").is_file():
             logger.info("hidden states of %s: cached in %s", upstream.name, folder)
@@ -283,19 +283,3 @@ def _extract_all(extractor: StateExtractor, shards: Shards, folder: Path, batch_
         writer.abort()
         raise
     return audio
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock on `path` (created if missing) for the duration of the block."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            logger.info("waiting for another process that computes the same hidden states (%s)", path.name)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)

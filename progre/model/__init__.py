@@ -3,7 +3,7 @@ span masking, checkpoints, weight import."""
 
 from .checkpoint import (load_encoder, load_pretrain_model, load_state_dict_checked, read_checkpoint_config,
                          save_checkpoint)
-from .config import ModelConfig, model_config
+from .model_config import ModelConfig, model_config
 from .encoder import EncoderOutput, ProgREEncoder, build_encoder
 from .masked_prediction import IGNORE_LABEL, PretrainOutput, ProgREPretrainModel, pretraining_losses
 from .masking import compute_span_mask, sample_span_starts

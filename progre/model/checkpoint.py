@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from ..errors import UserError
 from ..io import atomic_dir, write_json
-from .config import ModelConfig
+from .model_config import ModelConfig
 from .encoder import ProgREEncoder, build_encoder
 from .official import name_listing
 from .masked_prediction import ProgREPretrainModel

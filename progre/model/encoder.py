@@ -20,7 +20,7 @@ from ..frames import SAMPLE_RATE, WINDOW
 from ..errors import UserError
 from .branches import PitchBranch, SpeakerBranch
 from .cnn import ConvFeatureEncoder, scale_grad
-from .config import ModelConfig
+from .model_config import ModelConfig
 from .norms import WaveformNorm
 from .transformer import Transformer
 

@@ -13,14 +13,14 @@ from ..errors import UserError
 from ..io import write_json
 from ..log import logger
 from .checkpoint import CONFIG, WEIGHTS, load_encoder, load_state_dict_checked, write_checkpoint
-from .config import model_config
+from .model_config import model_config
 from .encoder import ProgREEncoder, build_encoder
 from .official import infer_official_overrides, official_to_ours, ours_to_official, unwrap_checkpoint
 
 OFFICIAL_FILE = "model.pt"
 
 
-def export_encoder(checkpoint: Path, out: Path, official: bool = False) -> ProgREEncoder:
+def export_encoder(checkpoint: Path, official: bool, out: Path) -> ProgREEncoder:
     """Write the encoder of `checkpoint` (a checkpoint folder, or a run folder holding some) into the
     folder `out`: model.safetensors + config.json, or with `official` the release's layout as model.pt
     (+ config.json)."""
@@ -35,7 +35,7 @@ def export_encoder(checkpoint: Path, out: Path, official: bool = False) -> ProgR
     return encoder
 
 
-def import_official(state_dict: Path, out: Path, size: str = "base") -> ProgREEncoder:
+def import_official(state_dict: Path, size: str, out: Path) -> ProgREEncoder:
     """Load a state dict in the official release's layout (a .pt: the state dict itself, a fairseq
     checkpoint with a "model" entry, or the file the release's MindSpore conversion script writes)
     into our encoder of `size` and write it into the folder `out`.

@@ -28,12 +28,12 @@ from ..device import PRECISIONS
 from ..errors import UserError
 from ..log import logger, progress_bar
 from ..model import ModelConfig, ProgREEncoder, ProgREPretrainModel, build_encoder, pretraining_losses
-from ..model.config import upgrade_config_dict
+from ..model.model_config import upgrade_config_dict
 from ..settings import default_of, setting
-from .checkpoints import CheckpointStore
-from .data import PlanSettings, PretrainData, audio_seconds, loader
+from .checkpoint_store import CheckpointStore
+from .batches import PlanSettings, PretrainData, audio_seconds, loader
 from .distributed import DistInfo, all_true, barrier, mean_over_ranks
-from .metrics import MetricsLog
+from .metrics_log import MetricsLog
 from .schedule import learning_rate
 
 

@@ -18,12 +18,12 @@ from ..errors import UserError
 from ..features.store import FeatureStore
 from ..log import logger
 from ..model import ModelConfig, model_config, save_checkpoint
-from ..model.config import KINDS, SIZES
+from ..model.model_config import KINDS, SIZES
 from ..settings import setting
-from .data import PlanSettings, PretrainData, speaker_ids
+from .batches import PlanSettings, PretrainData, speaker_ids
 from .distributed import DistInfo
 from .loop import RunControl, RunSpec, Trainer, TrainRecipe
-from .metrics import plot_curves
+from .metrics_log import plot_curves
 
 
 @dataclass(frozen=True)
