@@ -105,6 +105,7 @@ def _settings_pairs():
     from progre.data.synth import SynthSettings
     from progre.downstream.evaluation import EvaluationSettings
     from progre.features.writing import FeatureSettings
+    from progre.report import ReportSettings
     from progre.train.batches import PlanSettings
     from progre.train.loop import RunControl, TrainRecipe
     from progre.train.run import ModelChoice
@@ -112,28 +113,45 @@ def _settings_pairs():
     return {
         config.SynthParams: [SynthSettings], config.ShardParams: [ShardSettings],
         config.FeaturesParams: [FeatureSettings], config.ClusterParams: [ClusterSettings],
-        config.SpeakersParams: [SpeakerSettings], config.PretrainParams: [ModelChoice, PlanSettings, TrainRecipe, RunControl],
-        config.EvaluateParams: [EvaluationSettings],
+        config.SpeakersParams: [SpeakerSettings],
+        config.PretrainParams: [ModelChoice, PlanSettings, TrainRecipe, RunControl],
+        config.EvaluateParams: [EvaluationSettings], config.ReportParams: [ReportSettings],
     }
 
 
-# parameters a stage hands to the library as arguments rather than inside a settings object
-PASSED_APART = {"synth": {"preset"}, "features": {"device"}, "cluster": {"device"}, "pretrain": {"speaker_labels"},
-                "evaluate": {"device"}, "speakers": {"device"}}
+# parameters the stage resolves itself (declared by the CLI's params, handed to the library resolved)
+STAGE_LEVEL = {"features": {"device"}, "cluster": {"device"}, "evaluate": {"device"}, "speakers": {"device"}}
 
 
-def test_every_library_setting_comes_from_a_parameter_and_no_parameter_is_dropped():
+def test_every_parameter_is_the_library_setting_of_the_same_name_with_its_declaration():
+    """The params sections are built from the library's settings: the same names, defaults, allowed
+    values and help texts, each declared once (by one settings class, or by the CLI for a device)."""
     import dataclasses
 
+    from progre.settings import default_of
+
     for params, settings in _settings_pairs().items():
-        names = {f.name for f in dataclasses.fields(params)}
-        covered = set()
+        assert set(params.SETTINGS) == set(settings)
+        fields = {f.name: f for f in dataclasses.fields(params)}
+        owners: dict[str, str] = {}
         for cls in settings:
-            fields = {f.name for f in dataclasses.fields(cls)}
-            assert fields <= names, f"{cls.__name__}: {sorted(fields - names)} are not {params.SECTION} parameters"
-            covered |= fields
-        dropped = names - covered - PASSED_APART.get(params.SECTION, set())
-        assert not dropped, f"{params.SECTION}: {sorted(dropped)} reach no library setting"
+            for f in dataclasses.fields(cls):
+                assert f.name not in owners, f"{f.name} declared by {owners[f.name]} and {cls.__name__}"
+                owners[f.name] = cls.__name__
+                assert f.name in fields, f"{cls.__name__}.{f.name} is not a {params.SECTION} parameter"
+                assert default_of(fields[f.name]) == default_of(f), f"{params.SECTION}.{f.name}: default differs"
+                assert dict(fields[f.name].metadata) == dict(f.metadata), f"{params.SECTION}.{f.name}: declaration differs"
+                assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help text"
+        assert set(fields) - set(owners) == STAGE_LEVEL.get(params.SECTION, set())
+
+
+def test_params_sections_build_the_library_settings_and_their_cross_field_rules():
+    from progre.train.batches import PlanSettings
+
+    p = load_params(PretrainParams, None, overrides=["crop_min_seconds=0.5", "crop_max_seconds=3"])
+    assert p.to(PlanSettings) == PlanSettings(crop_min_seconds=0.5, crop_max_seconds=3.0)
+    with pytest.raises(UserError, match=r"--set crop_min_seconds \(9.0\) is above crop_max_seconds"):
+        load_params(PretrainParams, None, overrides=["crop_min_seconds=9", "crop_max_seconds=2"])
 
 
 def test_params_to_settings_copies_values_by_name():
