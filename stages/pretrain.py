@@ -26,17 +26,16 @@ from progre.train.run import ModelChoice, pretrain
 
 def run(p: PretrainParams, out: Path, shards: Path, labels: Path, pitch: Path | None = None,
         speakers: Path | None = None) -> dict:
-    corpus = Shards(shards)
-    label_set = read_labels(labels)
-    pitch_store = open_pitch_store(pitch, corpus) if pitch is not None else None
-    speaker_ids = read_speakers(speakers) if speakers is not None else None
     dist = init_distributed()
     # rank 0 owns the run folder (the others write nothing into it)
     folder = run_folder(out, "pretrain", inputs=[shards, labels, pitch, speakers]) if dist.is_main else nullcontext()
     try:
         with folder:
-            summary = pretrain(corpus, label_set, pitch_store, speaker_ids, p.to(ModelChoice), p.to(PlanSettings),
-                               p.to(TrainRecipe), p.to(RunControl), dist, out)
+            corpus = Shards(shards)
+            pitch_store = open_pitch_store(pitch, corpus) if pitch is not None else None
+            speaker_ids = read_speakers(speakers) if speakers is not None else None
+            summary = pretrain(corpus, read_labels(labels), pitch_store, speaker_ids, p.to(ModelChoice),
+                               p.to(PlanSettings), p.to(TrainRecipe), p.to(RunControl), dist, out)
             if dist.is_main:
                 write_json(out / "metrics.json", summary)
     finally:

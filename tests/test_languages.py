@@ -201,9 +201,9 @@ def test_lid_and_any_categorical_column_are_classification_tasks():
 def test_task_names_in_params():
     from progre.downstream import TASKS
 
-    assert EvaluateParams.TASK_NAMES == TASKS
+    assert load_params(EvaluateParams, None, overrides=[f"tasks=[{','.join(TASKS)}]"]).tasks == TASKS
     assert load_params(EvaluateParams, None, overrides=["tasks=[sid,lid,cls:accent]"]).tasks == \
-        ["sid", "lid", "cls:accent"]
+        ("sid", "lid", "cls:accent")
     for bad in ("[sid,xid]", "['cls:']", "[cls:a/b]"):
         with pytest.raises(UserError, match="is not a task") as info:
             load_params(EvaluateParams, None, overrides=[f"tasks={bad}"])
