@@ -2,14 +2,17 @@
 
 - `evaluation`: `progre evaluate`, every task on one upstream (`evaluate_upstream`, `EvaluationSettings`)
 - `registry`: every task built by name, with SE's noisy audio and VC's judges
-- `rows`: what tasks prepare from: the index rows by split, and the audio of a row (SE, VC)
+- `rows`: what tasks prepare from: the index rows by split (or by cross-validation fold), and the audio
+  of a row (SE, VC)
 - `fits`: which head fits run when (learning-rate search, then the other seeds); `pool`: fits side by
   side in worker processes
 - `records`: what a task writes: metrics.json (mean and std over head seeds), layer weights, history
 - `upstreams`: upstreams (a checkpoint, `mfcc`, `random:<checkpoint>`) and the on-disk hidden-state cache
 - `featurizer`: the learned softmax-weighted sum of hidden states
 - `head_data`: batches of cached states for the heads (frames, or utterance means)
-- `head_fit`: fitting one head with early stopping on valid, scoring test
+- `head_fit`: fitting one head with early stopping on valid, scoring test (gradient clipping, a
+  warmup-and-decay learning rate, `specaugment` while training, where the recipe asks)
+- `specaugment`: SpecAugment of the featurizer's output (s3prl's ASR settings)
 - `tasks`: `Task`, and SID, PR, ASR, ER, LID and the classification of any metadata column: labels,
   heads, losses, decoding, metrics
 - `enhancement` (SE) and `conversion` (VC, with `judges`: the MFCC heads that judge its outputs)

@@ -6,9 +6,12 @@ features (coded spectral envelope and band aperiodicity, `progre.dsp.world`, 10 
 per model frame), standardised per dimension over the target's training frames, with an L1 loss; it
 is trained on the target speaker's own training utterances and chosen on their valid utterances.
 Conversion runs another speaker's test utterance through it, moves the source's log F0 to the
-target's mean and variance, and synthesises with WORLD.
+target's mean and variance, and synthesises with WORLD. The speakers converted are every other
+speaker, or, when the corpus has a ``vc_role`` column (VCC2020: "source" and "target"), the source
+speakers alone, as s3prl's any-to-one recipe converts VCC2020's four source speakers (the target
+speaker's own utterances are used as without the column).
 
-Scores on test (every other speaker's test utterances): mel-cepstral distortion (DTW-aligned, c1-c24,
+Scores on test (the converted speakers' test utterances): mel-cepstral distortion (DTW-aligned, c1-c24,
 alpha 0.42) against the target speaker's rendering of the same text, the fraction of conversions that
 the speaker judge assigns to the target, and the character error rate of the ASR judge
 (`progre.downstream.judges`: MFCC heads trained once on the real recordings, independent of the
@@ -89,14 +92,15 @@ class VoiceConversion(Task):
     metric = "mcd"
     selection_metric = "l1"
     higher_is_better = False
-    columns = ("speaker", "text", "noise", *AUDIO_COLUMNS)
+    columns = ("speaker", "text", "noise", "vc_role", *AUDIO_COLUMNS)
     pooled = False
     recipe_name = "vc"
     writes_examples = True
 
     def __init__(self, target: Optional[str], judges: Callable[[], Any], seed: int = 0):
-        """target: the target speaker (None: the first speaker, sorted, with clean training and valid utterances);
-        judges: gives the `Judges` (trained on first use), those of `seed`."""
+        """target: the target speaker (None: the first speaker, sorted, with clean training and valid utterances,
+        of the "target" speakers when the corpus has a ``vc_role`` column); judges: gives the `Judges`
+        (trained on first use), those of `seed`."""
         self.target, self.judges_of, self.seed = target, judges, seed
         self.audio: Optional[CorpusAudio] = None
         """The corpus's audio, given to `prepare`; its cache folder keeps the WORLD analyses and the
@@ -117,10 +121,12 @@ class VoiceConversion(Task):
         notes = []
         clean = {s: [r for r in rows[s] if r.get("speaker") and not r.get("noise")] for s in SPLITS}
         speakers = sorted({r["speaker"] for s in SPLITS for r in clean[s]})
+        roles = {r["speaker"]: r["vc_role"] for s in SPLITS for r in rows[s] if r.get("speaker") and r.get("vc_role")}
         usable = sorted({r["speaker"] for r in clean["train"]} & {r["speaker"] for r in clean["valid"]})
         if not usable:
             raise TaskSkipped("no speaker has clean training and valid utterances to learn a target voice from")
-        target = self.target or usable[0]
+        targets = [s for s in usable if roles.get(s) == "target"] if roles else usable
+        target = self.target or (targets or usable)[0]
         if target not in usable:
             raise TaskSkipped(f"the target speaker {target} has no clean training or no clean valid utterances "
                               f"(speakers with both: {', '.join(usable[:10])})")
@@ -128,9 +134,18 @@ class VoiceConversion(Task):
             raise TaskSkipped(f"voice conversion needs speakers besides the target: the corpus has one ({target})")
         self.target = target
         others = sorted({r["speaker"] for r in clean["test"]} - {target})
+        if roles:  # s3prl converts the source speakers only
+            left_out = [s for s in others if roles.get(s) != "source"]
+            others = [s for s in others if roles.get(s) == "source"]
+            if left_out:
+                notes.append(f"VC: only the speakers with vc_role source are converted; the test utterances of "
+                             f"{', '.join(left_out)} are not")
+            if not others:
+                raise TaskSkipped("the corpus names no speaker with vc_role source and clean test utterances "
+                                  "to convert")
         world = self._analyses([r for s in ("train", "valid") for r in clean[s] if r["speaker"] == target] +
                                [r for r in rows["train"] if r.get("speaker") in others] +
-                               [r for r in clean["test"] if r["speaker"] != target])
+                               [r for r in clean["test"] if r["speaker"] in others])
         analysed = {s: [(r, world[r["key"]]) for r in clean[s] if r["speaker"] == target] for s in ("train", "valid")}
         frames = np.concatenate([_vector(f) for _, f in analysed["train"]])
         self.stats = (torch.from_numpy(frames.mean(0)).float(), torch.from_numpy(frames.std(0) + 1e-5).float())
@@ -139,8 +154,9 @@ class VoiceConversion(Task):
                               [self._target(f) for _, f in analysed[s]]) for s in ("train", "valid")}
         splits["test"], test_notes = self._sources(rows, clean, target, others, world)
         notes += test_notes
+        converted = len({s.speaker for s in splits["test"].references}) if roles else len(speakers) - 1
         notes.append(f"VC: target speaker {target}, {len(splits['train'])} training and {len(splits['valid'])} "
-                     f"valid utterances; {len(splits['test'])} test utterances of {len(speakers) - 1} other speakers "
+                     f"valid utterances; {len(splits['test'])} test utterances of {converted} other speakers "
                      f"converted")
         return Prepared(splits, [target], notes)
 

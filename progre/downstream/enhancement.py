@@ -10,9 +10,16 @@ its utterances at synthesis: those have no clean reference).
 The head (BiLSTM layers over the weighted hidden states, then a linear map with ReLU) predicts a mask
 on the noisy magnitude at each of the STFT's frames (512-point Hann window, hop 320 samples = the
 upstream's frame hop: STFT frame j, centred on sample 320 j, reads model frame j - 1, whose window is
-centred on sample 320 j - 120). It is trained with the mean square error against the phase-sensitive
-mask clip(|S| cos(angle S - angle Y) / |Y|, 0, 1) of clean S and noisy Y (s3prl's target), and the
-enhanced speech is the masked noisy STFT, inverted with the noisy phase.
+centred on sample 320 j - 120). The enhanced speech is the masked noisy STFT, inverted with the noisy
+phase. Two training losses (`recipes.Recipe.mask_loss`), of clean S and noisy Y:
+
+- ``npsm`` (the `superb` protocol; s3prl's ``enhancement_stft`` with ``mask_type: NPSM``): per
+  utterance, the sum over its STFT frames and bins of (M |Y| - |S| max(0, cos(angle Y - angle S)))^2
+  divided by its number of frames, averaged over the batch's utterances. The target magnitude is not
+  clipped above, and a bin's error is in magnitude units: quiet bins weigh less than loud ones.
+- ``clipped_mask`` (the `demo` protocol's, kept so that its results stay what they were): the mean
+  square error between M and the phase-sensitive mask clip(|S| cos(angle S - angle Y) / |Y|, 0, 1),
+  every bin of every frame alike.
 
 Valid selects by SI-SDR improvement (cheap; s3prl selects by PESQ); test is scored by wide-band PESQ,
 STOI and SI-SDR improvement over the noisy input, whose own PESQ and STOI are the floor row.
@@ -35,7 +42,7 @@ from ..data.shards import Shards
 from ..frames import MODEL_HOP, SAMPLE_RATE, num_frames
 from .head_data import Examples
 from .heads import BiLSTMHead
-from .recipes import Recipe
+from .recipes import MASK_LOSSES, Recipe
 from .rows import AUDIO_COLUMNS, CorpusAudio
 from .speech_quality import pesq_wb, si_sdr, si_sdr_improvement, stoi
 from .tasks import NoisyAudio, Prepared, Task, TaskSkipped
@@ -75,6 +82,19 @@ def phase_sensitive_mask(clean: Tensor, noisy: Tensor) -> Tensor:
     return ratio.clamp(0.0, 1.0).float()
 
 
+def npsm_target(clean: Tensor, noisy: Tensor) -> tuple[Tensor, Tensor]:
+    """(|Y|, |S| max(0, cos(angle Y - angle S))): the noisy magnitude a mask scales and the magnitude it
+    should give (s3prl's NPSM reference), both (F, 257) float32."""
+    reference = clean.abs() * torch.relu(torch.cos(noisy.angle() - clean.angle()))
+    return noisy.abs().float(), reference.float()
+
+
+def npsm_loss(masks: list[Tensor], noisy_magnitudes: list[Tensor], references: list[Tensor]) -> Tensor:
+    """Mean over utterances of sum((M |Y| - reference)^2) / frames, each utterance's (F, 257) tensors."""
+    per_utterance = [((m * y - r) ** 2).sum() / len(m) for m, y, r in zip(masks, noisy_magnitudes, references)]
+    return torch.stack(per_utterance).mean()
+
+
 @dataclass
 class Pair:
     """A clean utterance and what the upstream hears of it."""
@@ -109,9 +129,13 @@ class SpeechEnhancement(Task):
     recipe_name = "se"
     writes_examples = True
 
-    def __init__(self, noisy: NoisyAudio):
-        """noisy: what the upstream hears of each clean utterance (`mixer_view`, `paired_view`)."""
+    def __init__(self, noisy: NoisyAudio, mask_loss: str = "clipped_mask"):
+        """noisy: what the upstream hears of each clean utterance (`mixer_view`, `paired_view`); mask_loss:
+        the training loss, one of `recipes.MASK_LOSSES` (see the module's description)."""
+        if mask_loss not in MASK_LOSSES:
+            raise ValueError(f"mask_loss: expected one of {', '.join(MASK_LOSSES)}, got {mask_loss!r}")
         self.noisy: NoisyAudio = noisy
+        self.mask_loss = mask_loss
 
     def prepare(self, rows: dict[str, list[dict[str, Any]]], audio: Optional[CorpusAudio] = None) -> Prepared:
         """Pairs of each clean utterance (read by `audio`) and what the upstream hears of it."""
@@ -130,7 +154,7 @@ class SpeechEnhancement(Task):
                     continue
                 clean = audio.read(row)
                 pairs.append(Pair(row["key"], clean, self.noisy.mix(row["key"], clean)))
-            splits[split] = Examples([p.key for p in pairs], [_target(p) for p in pairs], pairs)
+            splits[split] = Examples([p.key for p in pairs], [self._target(p) for p in pairs], pairs)
         if not len(splits["train"]):
             raise TaskSkipped("no clean training utterance to mix noise into")
         return Prepared(splits, [f"bin{i}" for i in range(BINS)], notes)
@@ -141,7 +165,19 @@ class SpeechEnhancement(Task):
     def head(self, dim: int, outputs: int, frame_rate: int, recipe: Recipe) -> nn.Module:
         return MaskHead(dim, recipe.hidden, recipe.layers, recipe.dropout)
 
+    def _target(self, pair: Pair) -> tuple[Tensor, ...]:
+        """(model frame of each STFT frame, then for "clipped_mask" the phase-sensitive mask (F, 257), for
+        "npsm" the noisy magnitude and the reference magnitude (F, 257) each)."""
+        clean, noisy = stft(pair.clean), pair.noisy_spectrum()
+        if self.mask_loss == "npsm":
+            return (model_frames_of_stft(len(pair.clean)), *npsm_target(clean, noisy))
+        return model_frames_of_stft(len(pair.clean)), phase_sensitive_mask(clean, noisy)
+
     def loss(self, logits: Tensor, lengths: Optional[Tensor], targets: list[Any]) -> Tensor:
+        if self.mask_loss == "npsm":
+            masks = [logits[b, target[0]].float() for b, target in enumerate(targets)]
+            return npsm_loss(masks, [t[1].to(logits.device) for t in targets],
+                             [t[2].to(logits.device) for t in targets])
         predicted = torch.cat([logits[b, index] for b, (index, _) in enumerate(targets)])
         wanted = torch.cat([mask for _, mask in targets]).to(logits.device)
         return torch.nn.functional.mse_loss(predicted.float(), wanted)
@@ -185,11 +221,6 @@ class SpeechEnhancement(Task):
                 sf.write(folder / f"{key}-{role}.flac", np.clip(wav, -1, 1), SAMPLE_RATE, subtype="PCM_16")
             written.append({"key": key, **{role: f"{key}-{role}.flac" for role in files}})
         return written
-
-
-def _target(pair: Pair) -> tuple[Tensor, Tensor]:
-    """(model frame of each STFT frame, phase-sensitive mask (F, 257))."""
-    return model_frames_of_stft(len(pair.clean)), phase_sensitive_mask(stft(pair.clean), pair.noisy_spectrum())
 
 
 def _mean(values: list[float]) -> float:

@@ -5,7 +5,10 @@ on train, the epoch (and learning rate) chosen on valid, scores on test.
 (`rows`), reads the upstream's hidden states from the shared cache (`upstreams`: every task, and any
 later evaluation of the same upstream on the same corpus, reads them without recomputing) and
 normalises them once into the tables every task reads (`Inputs`); `fits` runs the heads' fits and
-`records` writes each task's outputs into ``<folder>/<task>/``.
+`records` writes each task's outputs into ``<folder>/<task>/``. A task whose recipe cross-validates
+over a column the corpus has (the `superb` protocol's ER over IEMOCAP's ``fold``) is prepared and
+fitted once per fold (`rows.fold_rows`), and its record holds the mean over the folds
+(`records.cross_validation_record`).
 """
 
 from __future__ import annotations
@@ -30,9 +33,9 @@ from .fits import TaskFits, fit_all, task_fits
 from .head_data import StateTable, state_statistics, utterance_means
 from .pool import parallel_workers
 from .recipes import RECIPE_BOOKS, RecipeBook, with_overrides
-from .records import skipped_record, task_record, write_metrics
+from .records import cross_validation_record, skipped_record, task_record, write_metrics
 from .registry import CLASSIFY_PREFIX, COLUMN_NAME, TaskOptions, build_task
-from .rows import CorpusAudio, split_rows
+from .rows import FOLD_VALID_EVERY, CorpusAudio, fold_rows, split_rows
 from .tasks import Prepared, Task, TaskSkipped
 from .upstreams import AudioView, HiddenStates, Upstream, cached_hidden_states
 
@@ -119,7 +122,7 @@ class EvaluationSettings:
     def task_options(self, shards: Shards, cache: Path, device: torch.device) -> TaskOptions:
         """What the registry builds the tasks with (`registry.build_task`)."""
         return TaskOptions(shards, cache, device, self.seed, self.phonemize_voice, self.se_noise, self.se_snr_db,
-                           self.se_noisy, self.vc_target)
+                           self.se_noisy, self.vc_target, self.recipe_book())
 
 
 @dataclass
@@ -143,8 +146,9 @@ def evaluate_upstream(upstream: Upstream, shards: Shards, pitch: Optional[Featur
     out/<task>/ (`records`) and returns the summary."""
     start = time.perf_counter()
     options = settings.task_options(shards, cache, device)
+    book = options.book
     tasks = [build_task(name, options) for name in dict.fromkeys(settings.tasks)]
-    prepared, skipped = _prepare(tasks, shards, cache)
+    prepared, skipped, cross_notes = _prepare(tasks, shards, cache, book)
     if not prepared:
         reasons = "; ".join(f"{t.title}: {skipped[t.name]}" for t in tasks)
         raise UserError(f"nothing to evaluate on {shards.folder}: {reasons}")
@@ -155,25 +159,40 @@ def evaluate_upstream(upstream: Upstream, shards: Shards, pitch: Optional[Featur
                                "num_states": hidden.num_states, "state_names": hidden.state_names, "tasks": {}}
     records: dict[str, dict[str, Any]] = {}
     plans: dict[str, TaskFits] = {}
+    folds_of: dict[str, list[str]] = {}
     for task in tasks:
         if task.name in skipped:
             continue
         try:
-            plans[task.name] = task_fits(task, prepared[task.name], inputs.book.recipe(task.recipe_name),
-                                         inputs.tables[task.states], inputs.means, hidden.frame_rate,
-                                         settings.head_seed_list())
+            task_plans = [task_fits(task, prep, inputs.book.recipe(task.recipe_name), inputs.tables[task.states],
+                                    inputs.means, hidden.frame_rate, settings.head_seed_list(), fold)
+                          for fold, prep in prepared[task.name].items()]
         except TaskSkipped as exc:
             skipped[task.name] = str(exc)
             logger.warning("%s skipped: %s", task.title, exc)
+            continue
+        plans |= {plan.name: plan for plan in task_plans}
+        if task_plans[0].fold is not None:
+            folds_of[task.name] = [plan.name for plan in task_plans]
     workers = parallel_workers(settings.workers, device)
+    folded: dict[str, dict[str, TaskFits]] = {}
     for name, fits in fit_all(plans, hidden, device, upstream.name, workers):
+        task = plans[name].task
         try:
             if isinstance(fits, TaskSkipped):
                 raise fits
-            records[name] = task_record(fits, upstream, hidden, inputs.book, device, out / name)
+            if task.name not in folds_of:
+                records[task.name] = task_record(fits, upstream, hidden, inputs.book, device, out / task.name)
+                continue
+            folded.setdefault(task.name, {})[name] = fits
+            if len(folded[task.name]) == len(folds_of[task.name]):  # every fold done
+                done = [folded[task.name][n] for n in folds_of[task.name]]
+                records[task.name] = cross_validation_record(done, upstream, hidden, inputs.book, device,
+                                                             out / task.name, cross_notes[task.name])
         except TaskSkipped as exc:
-            skipped[name] = str(exc)
-            logger.warning("%s skipped: %s", plans[name].task.title, exc)
+            if task.name not in skipped:
+                skipped[task.name] = str(exc)
+                logger.warning("%s skipped: %s", task.title, exc)
     for task in tasks:
         record = records.get(task.name) or skipped_record(task, upstream, hidden, skipped[task.name])
         write_metrics(out / task.name, record)
@@ -182,41 +201,65 @@ def evaluate_upstream(upstream: Upstream, shards: Shards, pitch: Optional[Featur
     return summary
 
 
-def _prepare(tasks: list[Task], shards: Shards, cache: Path) -> tuple[dict[str, Prepared], dict[str, str]]:
+def _prepare(tasks: list[Task], shards: Shards, cache: Path, book: RecipeBook
+             ) -> tuple[dict[str, dict[Optional[str], Prepared]], dict[str, str], dict[str, list[str]]]:
     """Each task's labelled splits, prepared from the index rows of the columns the tasks read (and, for
-    the tasks that read audio, the corpus's audio), or why it cannot run (logged)."""
-    rows = split_rows(shards, (c for t in tasks for c in t.columns))
+    the tasks that read audio, the corpus's audio), or why it cannot run (logged): task name -> {None:
+    the corpus's split}, or for a task cross-validated over a column the corpus has, {fold: its splits};
+    the reasons of the skipped tasks; and the notes on each cross-validation."""
+    fold_columns = {t.name: book.recipe(t.recipe_name).folds for t in tasks}
+    rows = split_rows(shards, [*(c for t in tasks for c in t.columns), *filter(None, fold_columns.values())])
     audio = CorpusAudio.of(shards, cache)
-    prepared, skipped = {}, {}
+    prepared, skipped, cross_notes = {}, {}, {}
     for task in tasks:
+        column = fold_columns[task.name]
+        folds, fold_notes = fold_rows(rows, column) if column else ({}, [])
         try:
-            prep = task.prepare(rows, audio)
-            empty = [s for s in SPLITS if not len(prep.splits[s])]
-            if empty:
-                raise TaskSkipped(f"no usable utterances in the {' and '.join(empty)} split"
-                                  f"{'s' if len(empty) > 1 else ''}")
+            preps = {fold: _prepare_one(task, split_of, audio, fold)
+                     for fold, split_of in (folds.items() if folds else [(None, rows)])}
         except TaskSkipped as exc:
             skipped[task.name] = str(exc)
             logger.warning("%s skipped: %s", task.title, exc)
             continue
-        for note in prep.notes:
-            logger.warning("%s", note)
-        prepared[task.name] = prep
-    return prepared, skipped
+        if folds:
+            cross_notes[task.name] = [f"{task.title}: {len(folds)}-fold cross-validation over {column} "
+                                      f"({', '.join(folds)}): each fold is the test split once, every "
+                                      f"{FOLD_VALID_EVERY}th utterance (by key) of each other fold valid",
+                                      *(f"{task.title}: {n}" for n in fold_notes)]
+            logger.info("%s", cross_notes[task.name][0])
+            for note in cross_notes[task.name][1:]:
+                logger.warning("%s", note)
+        for fold, prep in preps.items():
+            for note in prep.notes:
+                logger.warning("%s", note if fold is None else f"fold {fold}: {note}")
+        prepared[task.name] = preps
+    return prepared, skipped, cross_notes
+
+
+def _prepare_one(task: Task, rows: dict[str, list[dict[str, Any]]], audio: CorpusAudio,
+                 fold: Optional[str]) -> Prepared:
+    prep = task.prepare(rows, audio)
+    empty = [s for s in SPLITS if not len(prep.splits[s])]
+    if empty:
+        where = "" if fold is None else f" of fold {fold}"
+        raise TaskSkipped(f"no usable utterances in the {' and '.join(empty)} split"
+                          f"{'s' if len(empty) > 1 else ''}{where}")
+    return prep
 
 
 def _inputs(p: EvaluationSettings, up: Upstream, shards: Shards, cache: Path, pitch: Optional[Path],
-            device: torch.device, tasks: list[Task], prepared: dict[str, Prepared]) -> Inputs:
+            device: torch.device, tasks: list[Task], prepared: dict[str, dict[Optional[str], Prepared]]) -> Inputs:
     """Hidden states (cached), normalised once into tables, and the utterance means the pooled tasks read.
-    The normalisation's statistics are the clean training frames', for the noisy states too."""
+    The normalisation's statistics are the clean training frames' (of the corpus's split), for the noisy
+    states too."""
     book = p.recipe_book()
     hidden = cached_hidden_states(up, shards, cache, seed=p.seed, device=device, pitch=pitch,
                                   batch_seconds=p.batch_seconds, dtype=p.hidden_dtype)
     stats = state_statistics(hidden, shards.keys("train"), book.layer_norm) if book.standardize else (None, None)
     normalizer = Featurizer(hidden.num_states, hidden.dim, book.layer_norm, *stats)
     ran = [t for t in tasks if t.name in prepared]
-    keys = {states: sorted({k for t in ran if t.states == states for ex in prepared[t.name].splits.values()
-                            for k in ex.keys}) for states in ("clean", "noisy")}
+    keys = {states: sorted({k for t in ran if t.states == states for prep in prepared[t.name].values()
+                            for ex in prep.splits.values() for k in ex.keys}) for states in ("clean", "noisy")}
     tables = {"clean": StateTable(hidden, keys["clean"], normalizer.normalize, max_bytes=p.max_ram_gb * 1e9)}
     for task in ran:
         if task.noisy is not None:
@@ -224,5 +267,6 @@ def _inputs(p: EvaluationSettings, up: Upstream, shards: Shards, cache: Path, pi
             noisy = cached_hidden_states(up, shards, cache, seed=p.seed, device=device, pitch=pitch,
                                          batch_seconds=p.batch_seconds, dtype=p.hidden_dtype, view=view)
             tables["noisy"] = StateTable(noisy, keys["noisy"], normalizer.normalize, max_bytes=p.max_ram_gb * 1e9)
-    pooled = sorted({k for t in ran if t.pooled for ex in prepared[t.name].splits.values() for k in ex.keys})
+    pooled = sorted({k for t in ran if t.pooled for prep in prepared[t.name].values() for ex in prep.splits.values()
+                     for k in ex.keys})
     return Inputs(hidden, book, tables, utterance_means(tables["clean"], pooled))

@@ -1,6 +1,7 @@
 """Which head fits an evaluation runs, and when: per task, the learning-rate search with the first head
 seed, then the other seeds at the best learning rate (`TaskFits`); every task's fits queued on one
-`pool.FitPool` (BiLSTM heads first, a fit as soon as it can run), with one progress bar over them.
+`pool.FitPool` (BiLSTM heads first, a fit as soon as it can run), with one progress bar over them. A
+cross-validated task has a `TaskFits` per fold, each with its own search (named ``task/fold-F``).
 
 Each fit is seeded and independent of the others (`head_fit.fit`), so the results do not depend on
 the order in which fits finish or on the number of workers. Nothing here writes a file: `records`
@@ -23,11 +24,12 @@ from .head_data import Examples, FrameSplit, PooledSplit, StateTable
 from .head_fit import DownstreamModel, FitResult, FitSettings, fit
 from .pool import FitPool
 from .recipes import Recipe
+from .specaugment import SpecAugment
 from .tasks import Prepared, Task, TaskSkipped
 from .upstreams import HiddenStates
 
 Job = tuple[str, float, int]
-"""One fit: (task name, learning rate, head seed)."""
+"""One fit: (the `TaskFits.name`, learning rate, head seed)."""
 
 
 @dataclass
@@ -49,13 +51,20 @@ class TaskFits:
     searched: dict[float, FitResult] = field(default_factory=dict)
     by_seed: dict[int, FitResult] = field(default_factory=dict)
     best_lr: Optional[float] = None
+    fold: Optional[str] = None
+    """The cross-validation fold whose test split these fits score (None: the corpus's split)."""
+
+    @property
+    def name(self) -> str:
+        """The task's name, or ``task/fold-F`` for one fold of a cross-validated task."""
+        return self.task.name if self.fold is None else f"{self.task.name}/fold-{self.fold}"
 
     def first_jobs(self) -> list[Job]:
-        """Jobs (task, lr, seed) that can start now: with one learning rate, every seed."""
+        """Jobs (name, lr, seed) that can start now: with one learning rate, every seed."""
         if len(self.recipe.lrs) == 1:
             self.best_lr = self.recipe.lrs[0]
-            return [(self.task.name, self.best_lr, seed) for seed in self.seeds]
-        return [(self.task.name, lr, self.seeds[0]) for lr in self.recipe.lrs]
+            return [(self.name, self.best_lr, seed) for seed in self.seeds]
+        return [(self.name, lr, self.seeds[0]) for lr in self.recipe.lrs]
 
     def add(self, lr: float, seed: int, result: FitResult) -> list[Job]:
         """Record a finished fit; returns the jobs it makes possible (the other seeds, once the search ends)."""
@@ -72,7 +81,7 @@ class TaskFits:
                 best = lr
         self.best_lr = best
         self.by_seed[self.seeds[0]] = self.searched[best]
-        return [(self.task.name, best, seed) for seed in self.seeds[1:]]
+        return [(self.name, best, seed) for seed in self.seeds[1:]]
 
     @property
     def done(self) -> bool:
@@ -89,9 +98,10 @@ class TaskFits:
 
 
 def task_fits(task: Task, prep: Prepared, recipe: Recipe, table: StateTable, means: dict[str, np.ndarray],
-              frame_rate: int, seeds: list[int]) -> TaskFits:
-    """The task's data for its head: frames of `table`, or for a pooled task the utterance `means`
-    (key -> (S, D)); TaskSkipped when no training utterance can be fitted."""
+              frame_rate: int, seeds: list[int], fold: Optional[str] = None) -> TaskFits:
+    """The task's data for its head (of cross-validation `fold`, when given): frames of `table`, or for a
+    pooled task the utterance `means` (key -> (S, D)); TaskSkipped when no training utterance can be
+    fitted."""
     notes = list(prep.notes)
     splits = dict(prep.splits)
     splits["train"], dropped = task.trainable(splits["train"], table.num_frames, frame_rate)
@@ -106,7 +116,7 @@ def task_fits(task: Task, prep: Prepared, recipe: Recipe, table: StateTable, mea
         data = {s: FrameSplit(table, ex) for s, ex in splits.items()}
     per_epoch = -(-len(splits["train"]) // recipe.batch_size)
     max_updates, eval_every = recipe.updates(per_epoch)
-    return TaskFits(task, prep, splits, data, table, recipe, seeds, notes, max_updates, eval_every)
+    return TaskFits(task, prep, splits, data, table, recipe, seeds, notes, max_updates, eval_every, fold=fold)
 
 
 def fit_head(fits: TaskFits, hidden: HiddenStates, device: torch.device, upstream: str, lr: float,
@@ -114,19 +124,22 @@ def fit_head(fits: TaskFits, hidden: HiddenStates, device: torch.device, upstrea
     """A fresh featurizer and head for `fits.task`, seeded with `seed`, fitted with learning rate `lr`."""
     recipe, task = fits.recipe, fits.task
     settings = FitSettings(lr=lr, batch_size=recipe.batch_size, max_updates=fits.max_updates,
-                           eval_every=fits.eval_every, patience=recipe.patience, seed=seed)
+                           eval_every=fits.eval_every, patience=recipe.patience, seed=seed,
+                           clip_norm=recipe.clip_norm, warmup_steps=recipe.warmup_steps)
     torch.manual_seed(seed)
     model = DownstreamModel(Featurizer(hidden.num_states, hidden.dim),  # the table holds normalised states
-                            task.head(hidden.dim, task.num_outputs(fits.prep.vocabulary), hidden.frame_rate, recipe))
+                            task.head(hidden.dim, task.num_outputs(fits.prep.vocabulary), hidden.frame_rate, recipe),
+                            None if recipe.specaugment is None or task.pooled else SpecAugment(recipe.specaugment))
+    fold = "" if fits.fold is None else f" fold {fits.fold}"
     return fit(task, model, fits.data["train"], fits.data["valid"], fits.data["test"], fits.prep.vocabulary,
-               settings, device, label=f"{task.title} ({upstream}, lr {lr:g}, seed {seed})")
+               settings, device, label=f"{task.title}{fold} ({upstream}, lr {lr:g}, seed {seed})")
 
 
 def fit_all(plans: dict[str, TaskFits], hidden: HiddenStates, device: torch.device, upstream: str,
             workers: int) -> Iterator[tuple[str, TaskFits | TaskSkipped]]:
-    """Fit every task's heads (with `workers` processes side by side); yields (task name, its fits)
-    once all are done, or (task name, why it was skipped). The BiLSTM heads' fits, the longest, are
-    queued first."""
+    """Fit the heads of every `TaskFits` of `plans` (keyed by `TaskFits.name`; with `workers` processes
+    side by side); yields (name, its fits) once all are done, or (name, why it was skipped). The BiLSTM
+    heads' fits, the longest, are queued first."""
     def run(job: Job) -> FitResult | TaskSkipped:
         name, lr, seed = job
         try:
@@ -134,7 +147,7 @@ def fit_all(plans: dict[str, TaskFits], hidden: HiddenStates, device: torch.devi
         except TaskSkipped as exc:
             return exc
 
-    for plan in plans.values():
+    for plan in {id(plan.task): plan for plan in plans.values()}.values():  # a task's folds share the task
         plan.task.before_fitting()  # what every fit would compute for itself, computed once before forking
     order = sorted(plans.values(), key=lambda plan: -plan.recipe.layers)
     total = sum(len(plan.recipe.lrs) + len(plan.seeds) - 1 for plan in plans.values())

@@ -1,10 +1,12 @@
 """Fitting a task's layer weights and head on a frozen upstream: train on train, pick the epoch with
 the best valid score (early stopping after `patience` epochs without improvement), score test with
-the weights of that epoch.
+the weights of that epoch. What the recipe asks for besides: the gradient norm clipped before each
+update, a learning rate with a linear warmup and decay, SpecAugment on the featurizer's output
+while training (`specaugment`).
 
-Seeded (head initialisation and batch order), and deterministic on the CPU: the same seed and
-inputs give the same weights and scores. One fit at a time: which fits an evaluation runs, and
-when, is `fits`.
+Seeded (head initialisation, batch order and SpecAugment's draws), and deterministic on the CPU: the
+same seed and inputs give the same weights and scores. One fit at a time: which fits an evaluation
+runs, and when, is `fits`.
 """
 
 from __future__ import annotations
@@ -20,21 +22,29 @@ from torch import Tensor, nn
 from ..log import progress_bar
 from .featurizer import Featurizer
 from .head_data import FrameSplit, HeadBatch, PooledSplit
+from .specaugment import SpecAugment
 from .tasks import Task
 
 Split = Union[FrameSplit, PooledSplit]
 
 
 class DownstreamModel(nn.Module):
-    """Featurizer (weighted sum of the S states) followed by the task's head."""
+    """Featurizer (weighted sum of the S states) followed by the task's head; with `augment`, SpecAugment
+    of the weighted frames between them while training (it has no parameters)."""
 
-    def __init__(self, featurizer: Featurizer, head: nn.Module):
+    def __init__(self, featurizer: Featurizer, head: nn.Module, augment: Optional[SpecAugment] = None):
         super().__init__()
         self.featurizer, self.head = featurizer, head
+        self.augment = augment
 
-    def forward(self, states: Tensor, lengths: Optional[Tensor]) -> tuple[Tensor, Optional[Tensor]]:
-        """states: (B, S, D) or (B, T, S, D); lengths: (B,) frames or None -> head logits and lengths."""
-        return self.head(self.featurizer(states), lengths)
+    def forward(self, states: Tensor, lengths: Optional[Tensor],
+                generator: Optional[torch.Generator] = None) -> tuple[Tensor, Optional[Tensor]]:
+        """states: (B, S, D) or (B, T, S, D); lengths: (B,) frames or None -> head logits and lengths.
+        `generator` draws SpecAugment's random numbers (training only)."""
+        features = self.featurizer(states)
+        if self.augment is not None and self.training:
+            features = self.augment(features, lengths, generator)
+        return self.head(features, lengths)
 
 
 @dataclass
@@ -48,6 +58,10 @@ class FitSettings:
     """Valid evaluations without a better score before stopping; None: train to `max_updates`."""
     seed: int
     weight_decay: float = 0.0
+    clip_norm: Optional[float] = None
+    """Clip the gradient norm of all parameters at this value before each update (None: no clipping)."""
+    warmup_steps: Optional[int] = None
+    """Linear warmup over this many updates, then linear decay to 0 at `max_updates` (None: constant)."""
 
     @property
     def scoring_batch_size(self) -> int:
@@ -112,6 +126,8 @@ def fit(task: Task, model: DownstreamModel, train: Split, valid: Split, test: Sp
     start = time.perf_counter()
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    schedule = None if settings.warmup_steps is None else torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: warmup_then_decay(step, settings.warmup_steps, settings.max_updates))
     generator = torch.Generator().manual_seed(settings.seed)
     per_epoch = -(-len(train) // settings.batch_size)
     best: Optional[tuple[float, int, dict[str, float], dict[str, Tensor]]] = None
@@ -123,10 +139,14 @@ def fit(task: Task, model: DownstreamModel, train: Split, valid: Split, test: Sp
         while updates < settings.max_updates and not stop:
             for batch in train.batches(settings.batch_size, generator, device):  # one shuffled pass
                 model.train()
-                loss = _batch_loss(task, model, batch)
+                loss = _batch_loss(task, model, batch, generator)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if settings.clip_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), settings.clip_norm)
                 optimizer.step()
+                if schedule is not None:
+                    schedule.step()
                 losses.append(float(loss.detach()))
                 updates += 1
                 if updates % settings.eval_every and updates < settings.max_updates:
@@ -152,6 +172,15 @@ def fit(task: Task, model: DownstreamModel, train: Split, valid: Split, test: Sp
                      time.perf_counter() - start, model)
 
 
-def _batch_loss(task: Task, model: DownstreamModel, batch: HeadBatch) -> Tensor:
-    logits, lengths = model(batch.states, batch.lengths)
+def warmup_then_decay(step: int, warmup: int, total: int) -> float:
+    """The learning-rate factor of update `step` (counted from 0): step / warmup during the warmup,
+    then (total - step) / (total - warmup), never below 0 (s3prl's ``linear_schedule_with_warmup``)."""
+    if step < warmup:
+        return step / max(1, warmup)
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def _batch_loss(task: Task, model: DownstreamModel, batch: HeadBatch,
+                generator: Optional[torch.Generator] = None) -> Tensor:
+    logits, lengths = model(batch.states, batch.lengths, generator)
     return task.loss(logits, lengths, batch.targets)

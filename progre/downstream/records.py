@@ -9,6 +9,9 @@
 - ``history.json``: per head seed and valid evaluation, the mean train loss and the valid metrics.
 - ``examples/``: for the tasks that make audio (`Task.writes_examples`), a few test examples of
   the first seed's head as FLAC; their metrics.json also holds the examples and the reference row.
+- for a cross-validated task (`cross_validation_record`), ``fold-F/`` holds each fold's own files as
+  above, and the task's metrics.json and layer weights are the means over the folds, with each fold's
+  scores under ``cross_validation``.
 
 JSON is written with sorted keys (`io.write_json`). Nothing here fits or schedules anything: the
 records are of `fits.TaskFits` that are done.
@@ -16,7 +19,6 @@ records are of `fits.TaskFits` that are done.
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -74,12 +76,57 @@ def task_record(fits: TaskFits, upstream: Upstream, hidden: HiddenStates, book: 
                                        "updates": r.updates, "seconds": r.seconds} for seed, r in zip(seeds, runs)],
         "selected_on": f"valid {task.selection_metric}", "lr": best_lr,
         "valid_by_lr": {f"{lr:g}": r.valid[task.selection_metric] for lr, r in fits.searched.items()},
-        "protocol": book.name, "recipe": asdict(recipe), "speaker_labels": upstream.speaker_labels,
+        "protocol": book.name, "recipe": recipe.record(), "speaker_labels": upstream.speaker_labels,
         "layer_norm": book.layer_norm, "standardize": book.standardize,
         "num_states": hidden.num_states, "state_names": hidden.state_names, "frame_rate": hidden.frame_rate,
         "utterances": {s: len(ex) for s, ex in splits.items()},
         "classes" if task.pooled else "tokens": len(fits.prep.vocabulary), "vocabulary": fits.prep.vocabulary,
-        "notes": fits.notes, "seconds": seconds, **extra,
+        "notes": fits.notes, "seconds": seconds, **extra, **({} if fits.fold is None else {"fold": fits.fold}),
+    }
+
+
+def cross_validation_record(folds: list[TaskFits], upstream: Upstream, hidden: HiddenStates, book: RecipeBook,
+                            device: torch.device, folder: Path, notes: list[str]) -> dict[str, Any]:
+    """Write each fold's files into folder/fold-F/ (`task_record`, and its metrics.json) and the task's
+    layer weights, the mean over folds and seeds, into `folder`; returns the task's metrics: per head
+    seed, its cross-validated scores are the means over the folds of its test (and valid) scores, and
+    test and test_std are their mean and standard deviation over the seeds, as for a task without folds.
+    `notes`: what the cross-validation left out, before each fold's own notes."""
+    first = folds[0]
+    task, recipe, seeds = first.task, first.recipe, first.seeds
+    by_fold = {}
+    for fits in folds:
+        by_fold[fits.fold] = task_record(fits, upstream, hidden, book, device, folder / f"fold-{fits.fold}")
+        write_metrics(folder / f"fold-{fits.fold}", by_fold[fits.fold])
+    per_seed_test = [mean_and_std([fits.runs[i].test for fits in folds])[0] for i in range(len(seeds))]
+    per_seed_valid = [mean_and_std([fits.runs[i].valid for fits in folds])[0] for i in range(len(seeds))]
+    test, valid = mean_and_std(per_seed_test), mean_and_std(per_seed_valid)
+    weights_by_seed = [np.mean([fits.runs[i].layer_weights for fits in folds], axis=0).tolist()
+                       for i in range(len(seeds))]
+    _write_weights(folder, task, upstream.name, hidden.state_names, np.mean(weights_by_seed, axis=0).tolist(),
+                   weights_by_seed)
+    selected = valid[0].get(task.metric, valid[0][task.selection_metric])
+    seconds = sum(r["seconds"] for r in by_fold.values())
+    logger.info("%s (%s): test %s %.4f +- %.4f, the mean over %d folds, %d head seeds", task.title, upstream.name,
+                task.metric, test[0][task.metric], test[1][task.metric], len(folds), len(seeds))
+    vocabulary = sorted({v for fits in folds for v in fits.prep.vocabulary})
+    return {
+        "status": "ok", "task": task.name, "title": task.title, "upstream": upstream.name,
+        "metric": task.metric, "higher_is_better": task.higher_is_better,
+        "test": test[0][task.metric], "test_std": test[1][task.metric], "valid": selected,
+        "test_metrics": test[0], "test_metrics_std": test[1], "valid_metrics": valid[0],
+        "head_seeds": seeds, "runs": [{"seed": seed, "test_metrics": t, "valid_metrics": v}
+                                      for seed, t, v in zip(seeds, per_seed_test, per_seed_valid)],
+        "cross_validation": {"column": recipe.folds, "folds": {
+            fold: {k: r[k] for k in ("test", "test_std", "valid", "lr", "utterances")} for fold, r in by_fold.items()}},
+        "selected_on": f"valid {task.selection_metric}, per fold",
+        "protocol": book.name, "recipe": recipe.record(), "speaker_labels": upstream.speaker_labels,
+        "layer_norm": book.layer_norm, "standardize": book.standardize,
+        "num_states": hidden.num_states, "state_names": hidden.state_names, "frame_rate": hidden.frame_rate,
+        "utterances": {"test": sum(r["utterances"]["test"] for r in by_fold.values())},
+        "classes" if task.pooled else "tokens": len(vocabulary), "vocabulary": vocabulary,
+        "notes": [*notes, *(f"fold {fold}: {n}" for fold, r in by_fold.items() for n in r["notes"])],
+        "seconds": seconds,
     }
 
 

@@ -1,10 +1,12 @@
 """The task registry: every task `progre evaluate` runs, built by its name in `evaluate.tasks`.
 
 `build_task(name, options)` gives the task of a name of `progre.downstream.TASKS` (`BUILDERS`) or
-`cls:COLUMN`, with what it needs from the evaluation's options: PR's eSpeak NG voices, SE's noisy
-audio (a noisy shard folder with the same keys, or noise mixed in on the fly: the demo's coloured
-noise or a folder of recordings) and VC's target speaker and judges. Building a task reads no audio
-and trains nothing (the VC judges are trained, or read from the cache, when VC first needs them).
+`cls:COLUMN`, with what it needs from the evaluation's options: PR's eSpeak NG voices (and whether the
+corpus's phones came from a lexicon: its shard folder's summary.json says so), SE's noisy audio (a
+noisy shard folder with the same keys, or noise mixed in on the fly: the demo's coloured noise or a
+folder of recordings) and loss, ASR's selection metric (those two from the recipe book) and VC's
+target speaker and judges. Building a task reads no audio and trains nothing (the VC judges are
+trained, or read from the cache, when VC first needs them).
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ import torch
 from ..data.noise import ColouredNoiseSource, NoiseFolder, NoisyMixer
 from ..data.shards import Shards
 from ..errors import UserError
+from ..io import read_json
 from . import TASKS
 from .conversion import VoiceConversion
 from .enhancement import SpeechEnhancement, mixer_view, paired_view
 from .judges import Judges, cached_judges
+from .recipes import DEMO, RecipeBook
 from .tasks import NoisyAudio, PhoneRecognition, SpeechRecognition, Task, UtteranceClassification
 
 CLASSIFICATION_TASKS = {"sid": ("SID", "speaker", "speaker"), "er": ("ER", "style", "style"),
@@ -50,6 +54,8 @@ class TaskOptions:
     se_snr_db: tuple[float, float]
     se_noisy: Optional[str]
     vc_target: Optional[str]
+    book: RecipeBook = DEMO
+    """The recipe book: SE's loss and ASR's selection metric are its recipes' choices."""
 
 
 def _classification(name: str) -> Callable[[TaskOptions], Task]:
@@ -65,7 +71,17 @@ def _phone_recognition(options: TaskOptions) -> Task:
         """The utterance's language picks the voice; utterances without one get `phonemize_voice`."""
         return options.phonemize_voice if language is None else voice_for_language(language)
 
-    return PhoneRecognition(phonemize, voice_for)
+    return PhoneRecognition(phonemize, voice_for, lexicon_of(options.shards))
+
+
+def lexicon_of(shards: Optional[Shards]) -> Optional[str]:
+    """The lexicon files the corpus's phones came from (its summary.json's ``lexicon``, written by
+    `progre shard` with ``lexicon``), as one string; None when they did not come from a lexicon."""
+    summary = None if shards is None else shards.folder / "summary.json"
+    if summary is None or not summary.is_file():
+        return None
+    lexicon = read_json(summary).get("lexicon")
+    return None if not lexicon else ", ".join(lexicon.get("files") or ["a lexicon"])
 
 
 def noisy_audio(options: TaskOptions) -> NoisyAudio:
@@ -95,9 +111,9 @@ def _voice_conversion(options: TaskOptions) -> Task:
 BUILDERS: dict[str, Callable[[TaskOptions], Task]] = {
     "sid": _classification("sid"),
     "pr": _phone_recognition,
-    "asr": lambda options: SpeechRecognition(),
+    "asr": lambda options: SpeechRecognition(options.book.recipe("asr").select_on_main_metric),
     "er": _classification("er"),
-    "se": lambda options: SpeechEnhancement(noisy_audio(options)),
+    "se": lambda options: SpeechEnhancement(noisy_audio(options), options.book.recipe("se").mask_loss),
     "vc": _voice_conversion,
     "lid": _classification("lid"),
 }

@@ -2,6 +2,9 @@
 read audio themselves (SE, VC), `CorpusAudio`, which reads a row's audio through the command's one
 `Shards`.
 
+For cross-validation (`fold_rows`), the rows of every split are dealt again by a fold column: each
+fold is the test split once, with valid and train from the other folds.
+
 Tasks never open the corpus: the evaluation (and the VC judges, with the same `split_rows`) hands
 them these. Nothing here labels, filters or caches anything.
 """
@@ -54,3 +57,40 @@ class CorpusAudio:
             return shards.read_audio(row["shard"], row["flac_offset"], row["flac_bytes"])
 
         return cls(read, shards.fingerprint, cache)
+
+
+FOLD_VALID_EVERY = 5
+"""In cross-validation, every fifth utterance (by key) of each training fold is valid: the rule of the
+IEMOCAP reader's own split (`data.superb_corpora`), which holds out a fifth of the training sessions
+as s3prl's ``valid_ratio: 0.2`` does (s3prl draws that fifth at random from the pooled sessions)."""
+
+
+def fold_rows(rows: dict[str, list[dict[str, Any]]], column: str
+              ) -> tuple[dict[str, dict[str, list[dict[str, Any]]]], list[str]]:
+    """Cross-validation over `column`: fold name (its value as text) -> split -> rows, and notes on the rows
+    left out. Fold f's test split is the rows whose `column` is f; of every other fold's rows, sorted by
+    key, each `FOLD_VALID_EVERY`-th is valid and the rest train. Folds come in natural order (2 before
+    10). Rows without a value are in no fold. Fewer than two folds: no folds (the corpus's split stands)."""
+    everything = sorted((r for split in SPLITS for r in rows[split]), key=lambda r: r["key"])
+    by_fold: dict[str, list[dict[str, Any]]] = {}
+    missing = 0
+    for row in everything:
+        value = row.get(column)
+        if value is None or str(value).strip() == "":
+            missing += 1
+            continue
+        by_fold.setdefault(str(value).strip(), []).append(row)
+    if len(by_fold) < 2:
+        return {}, []
+    notes = [f"{missing} utterances without a {column} value are in no fold and left out"] if missing else []
+    names = sorted(by_fold, key=lambda v: (0, int(v), v) if v.isdigit() else (1, 0, v))
+    folds = {}
+    for test in names:
+        split: dict[str, list[dict[str, Any]]] = {"train": [], "valid": [], "test": list(by_fold[test])}
+        for other in names:
+            if other == test:
+                continue
+            for i, row in enumerate(by_fold[other]):
+                split["valid" if i % FOLD_VALID_EVERY == FOLD_VALID_EVERY - 1 else "train"].append(row)
+        folds[test] = {s: split[s] for s in SPLITS}
+    return folds, notes

@@ -3,7 +3,7 @@
 | task | labels (metadata column) | input | head | metric |
 |---|---|---|---|---|
 | SID | speaker | utterance mean | linear | accuracy |
-| PR | phones (without `sil`), else eSpeak phonemisation of text in the utterance's language | frames | linear + CTC | PER |
+| PR | phones (without `sil`), else eSpeak phonemisation of text in the utterance's language (not in a corpus whose phones came from a lexicon) | frames | linear + CTC | PER |
 | ASR | text (normalised, any script: `transcripts`) | frames | BiLSTM + CTC | WER and CER, or CER alone |
 | ER | style | utterance mean | linear | accuracy |
 | LID | language | utterance mean | linear | accuracy |
@@ -17,8 +17,10 @@ the metadata `columns` it reads.
 `Task.prepare` turns the index rows of the three splits (`rows.split_rows`; a task that reads audio
 gets a `rows.CorpusAudio` too) into `Examples`, or raises `TaskSkipped` with the reason when the
 corpus lacks what the task needs. Utterances that cannot be used (no label; a class absent from
-train, which a closed-set classifier cannot predict; a language eSpeak cannot phonemise) are
-dropped, counted and reported in `Prepared.notes`.
+train, which a closed-set classifier cannot predict; a language eSpeak cannot phonemise; text
+without lexicon phones in a corpus whose phones came from a lexicon) are dropped, counted and
+reported in `Prepared.notes`. Choices of the recipe book reach a task when the registry builds it
+(ASR's selection metric; SE's loss).
 """
 
 from __future__ import annotations
@@ -254,21 +256,29 @@ class PhoneRecognition(CtcTask):
     recipe_name = "pr"
     columns = ("phones", "text", "language")
 
-    def __init__(self, phonemize: Callable[[str, str], list[str]], voice_for: Callable[[Optional[str]], Optional[str]]):
+    def __init__(self, phonemize: Callable[[str, str], list[str]], voice_for: Callable[[Optional[str]], Optional[str]],
+                 lexicon: Optional[str] = None):
         """For utterances with a transcript but no phones: voice_for(language) picks the eSpeak NG voice of
         the utterance's `language` value (None when it has none), or returns None when eSpeak cannot read
-        that language; phonemize(text, voice) gives the phones."""
-        self.phonemize, self.voice_for = phonemize, voice_for
+        that language; phonemize(text, voice) gives the phones. `lexicon` names the lexicon files the
+        corpus's phones came from (`shard.lexicon`): then an utterance without phones (a word of it is in
+        no lexicon file) is skipped and listed, not phonemised, since eSpeak's phones are not the
+        lexicon's (ARPAbet, say) and the two inventories would mix."""
+        self.phonemize, self.voice_for, self.lexicon = phonemize, voice_for, lexicon
 
     def prepare(self, rows: dict[str, list[dict[str, Any]]], audio: Optional[CorpusAudio] = None) -> Prepared:
         notes = []
         phones: dict[str, dict[str, list[str]]] = {s: {} for s in SPLITS}
         missing: dict[str, list] = {s: [] for s in SPLITS}
         unreadable: dict[str, list] = {s: [] for s in SPLITS}
+        unlisted: dict[str, list] = {s: [] for s in SPLITS}
         voices: Counter[str] = Counter()
         for split in SPLITS:
             for r in rows[split]:
                 seq = [p for p in (r.get("phones") or []) if p != SILENCE]
+                if not seq and (r.get("text") or "").strip() and self.lexicon is not None:
+                    unlisted[split].append(r)
+                    continue
                 if not seq and (r.get("text") or "").strip():
                     voice = self.voice_for(_language(r.get("language")))
                     if voice is None:
@@ -282,6 +292,11 @@ class PhoneRecognition(CtcTask):
                     missing[split].append(r)
         if sum(len(v) for v in unreadable.values()):
             notes.append(_unreadable_note(unreadable))
+        if sum(len(v) for v in unlisted.values()):
+            keys = [r["key"] for s in SPLITS for r in unlisted[s]]
+            notes.append(f"PR: {_count_by_split(unlisted)} without lexicon phones (a word in no file of "
+                         f"{self.lexicon}) skipped, not phonemised with eSpeak NG, whose phones are not the "
+                         f"lexicon's: {_listed(keys)}")
         if not phones["train"]:
             raise TaskSkipped("the corpus has neither phones nor transcripts eSpeak NG can read in its train split")
         if voices:
@@ -311,21 +326,30 @@ class PhoneRecognition(CtcTask):
 
 class SpeechRecognition(CtcTask):
     """ASR: BiLSTM + character CTC over the characters of the normalised training transcripts (any script,
-    `transcripts.normalize_transcript`). Character error rate picks the epoch (with minutes of training
-    data WER stays near 1 for many epochs while CER already moves) and is always reported; word error
-    rate is reported too, as the main metric, when the transcripts are written with spaces between
-    words: when no training transcript holds a character of a script written without them (Chinese,
-    Japanese, Thai, ...). Else CER is the main metric, as for AISHELL-1. `prepare` decides it."""
+    `transcripts.normalize_transcript`). Character error rate is always reported; word error rate is
+    reported too, as the main metric, when the transcripts are written with spaces between words: when
+    no training transcript holds a character of a script written without them (Chinese, Japanese,
+    Thai, ...). Else CER is the main metric, as for AISHELL-1. `prepare` decides it.
+
+    CER picks the epoch by default (the demo's choice: with minutes of training data WER stays near 1
+    for many epochs while CER already moves); with `select_on_main_metric` the main metric does, as
+    s3prl keeps the checkpoint of the best dev WER (the `superb` protocol)."""
 
     name, title = "asr", "ASR"
     metric = "wer"
-    selection_metric = "cer"
     recipe_name = "asr"
     columns = ("text",)
 
-    def __init__(self) -> None:
+    def __init__(self, select_on_main_metric: bool = False) -> None:
         self.words = True
         """Whether WER is reported (set by `prepare` from the training transcripts)."""
+        self.select_on_main_metric = select_on_main_metric
+
+    @property  # type: ignore[override]
+    def selection_metric(self) -> str:
+        """The valid metric that picks the update and the learning rate: the main one (WER, or CER
+        without word spaces) with `select_on_main_metric`, else CER."""
+        return self.metric if self.select_on_main_metric else "cer"
 
     def prepare(self, rows: dict[str, list[dict[str, Any]]], audio: Optional[CorpusAudio] = None) -> Prepared:
         notes = []
@@ -387,10 +411,14 @@ def _unreadable_note(groups: dict[str, list[dict[str, Any]]]) -> str:
     """One line: the utterances whose language eSpeak NG cannot phonemise, with their languages and keys."""
     rows = [r for s in SPLITS for r in groups[s]]
     languages = Counter(str(r.get("language")) for r in rows)
-    keys = [r["key"] for r in rows]
-    listed = ", ".join(keys[:20]) + (f" and {len(keys) - 20} more" if len(keys) > 20 else "")
-    return (f"PR: {_count_by_split(groups)} in languages eSpeak NG cannot phonemise skipped "
-            f"({', '.join(f'{lang} {n}' for lang, n in sorted(languages.items()))}): {listed}")
+    counts = ", ".join(f"{lang} {n}" for lang, n in sorted(languages.items()))
+    return (f"PR: {_count_by_split(groups)} in languages eSpeak NG cannot phonemise skipped ({counts}): "
+            f"{_listed([r['key'] for r in rows])}")
+
+
+def _listed(keys: list[str]) -> str:
+    """The first 20 keys, and how many more."""
+    return ", ".join(keys[:20]) + (f" and {len(keys) - 20} more" if len(keys) > 20 else "")
 
 def _count_by_split(groups: dict[str, list]) -> str:
     """{"train": [..2..], "valid": [], "test": [..1..]} -> "2 train and 1 test utterances"."""

@@ -1,7 +1,8 @@
 """The report's markdown: a table with upstreams as rows and task metrics as columns (test scores as the
-mean and standard deviation over head seeds, the best of each column in bold), reference rows (the
-noisy input for SE, the unconverted WORLD resynthesis for VC), audio examples, the layer-weight
-figures and a "how to read this" section."""
+mean and standard deviation over head seeds, the best of each column in bold; a cross-validated task's
+cell is the mean over its folds, and a note under the table says so and gives each fold's score),
+reference rows (the noisy input for SE, the unconverted WORLD resynthesis for VC), audio examples, the
+layer-weight figures and a "how to read this" section."""
 
 from __future__ import annotations
 
@@ -122,6 +123,7 @@ def render(title: str, upstreams: list[UpstreamResults], tasks: list[str], colum
     lines += reference_rows(upstreams, columns)
     notes = [f"- {u.name}, {r.record.get('title', t)}: skipped ({r.record.get('reason', 'no reason given')})"
              for u in upstreams for t, r in u.tasks.items() if not r.ok]
+    notes += _cross_validations(upstreams, columns)
     notes += _provenance(upstreams)
     if notes:
         lines += ["", *notes]
@@ -146,6 +148,23 @@ def render(title: str, upstreams: list[UpstreamResults], tasks: list[str], colum
                       f"({images[task].name})", ""]
     lines += ["## How to read this", "", _how_to_read(upstreams, tasks), ""]
     return "\n".join(lines)
+
+
+def _cross_validations(upstreams: list[UpstreamResults], columns: list[Column]) -> list[str]:
+    """One line per cross-validated (upstream, task): k-fold, the column, each fold's test score."""
+    lines = []
+    for u in upstreams:
+        for task, result in u.tasks.items():
+            cross = result.record.get("cross_validation") if result.ok else None
+            if not cross:
+                continue
+            column = next((c for c in columns if c.task == task and c.metric == result.record["metric"]),
+                          Column(task, result.record["metric"], result.record.get("title", task.upper())))
+            folds = ", ".join(f"{fold} {column.format(scores['test'])}" for fold, scores in cross["folds"].items())
+            lines.append(f"- {u.name}, {column.title}: {len(cross['folds'])}-fold cross-validation over "
+                         f"`{cross['column']}`; the cell is the mean over the folds (each fold tested once, by "
+                         f"heads trained on the others): {folds}.")
+    return lines
 
 
 def _provenance(upstreams: list[UpstreamResults]) -> list[str]:
