@@ -32,7 +32,9 @@ def run(p: PretrainParams, out: Path, shards: Path, labels: Path, pitch: Path | 
     speaker_ids = read_speakers(speakers) if speakers is not None else None
     dist = init_distributed()
     # rank 0 owns the run folder (the others write nothing into it)
-    folder = run_folder(out, "pretrain", inputs=[shards, labels, pitch, speakers]) if dist.is_main else nullcontext()
+    init = Path(p.init) if p.init else None  # continued pretraining: the run folder must not hold it
+    folder = run_folder(out, "pretrain", inputs=[shards, labels, pitch, speakers, init]) if dist.is_main \
+        else nullcontext()
     try:
         with folder:
             summary = pretrain(corpus, label_set, pitch_store, speaker_ids, p.to(ModelChoice), p.to(PlanSettings),
