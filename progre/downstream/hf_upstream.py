@@ -11,11 +11,11 @@ folder says is what runs:
   in one line rather than resampled, as every family named above has this one;
 - the waveform goes through its own feature extractor (preprocessor_config.json: `do_normalize`,
   16 kHz only), per utterance over its own samples;
-- utterances are batched with an attention mask only where the feature extractor asks for one
-  (`return_attention_mask`) and the model has no GroupNorm (whose statistics would take in the padded
-  samples: wav2vec 2.0 / HuBERT / WavLM Base); otherwise each utterance runs alone, so its states never
-  depend on its batch-mates. Utterances longer than `chunk_seconds` are cut on the 50 Hz grid, as
-  `features.hidden` cuts them.
+- each utterance runs alone, unpadded, so its states are what the model gives it and never depend on
+  its batch-mates: padding changes them in several of these families, even with an attention mask
+  (the Base models' GroupNorm takes its statistics over the padded samples too; data2vec-audio's stacked
+  position convolutions read the padded frames). That costs speed on a GPU, not on the CPU. Utterances
+  longer than `chunk_seconds` are cut on the 50 Hz grid, as `features.hidden` cuts them.
 
 The cache key (`hf_identity`) covers config.json, preprocessor_config.json, the hash of the weights
 files transformers reads, the transformers version and this code. This module is only imported for an
@@ -132,7 +132,7 @@ class HFExtractor(StateExtractor):
     def __init__(self, folder: Path, device: torch.device, chunk_seconds: float = 30.0):
         from ..model.hf import require_transformers
 
-        config, pre = read_hf_folder(folder)
+        config, _ = read_hf_folder(folder)
         transformers = require_transformers(f"the upstream hf:{folder}")
         transformers.utils.logging.set_verbosity_error()  # no "weights not used" notes for pretraining heads
         try:
@@ -146,31 +146,24 @@ class HFExtractor(StateExtractor):
         self.state_names = state_names(int(config["num_hidden_layers"]))
         self.dim = int(config["hidden_size"])
         self.chunk_seconds = chunk_seconds
-        has_group_norm = any(isinstance(m, torch.nn.GroupNorm) for m in self.model.modules())
-        self.batched = bool(pre.get("return_attention_mask", False)) and not has_group_norm
 
     @torch.inference_mode()
     def __call__(self, utts: list[Utterance]) -> list[np.ndarray]:
-        pieces: list[tuple[int, np.ndarray]] = []  # (utterance position, chunk waveform)
         length = chunk_samples(self.chunk_seconds)
-        for i, utt in enumerate(utts):
-            for start, _ in chunk_starts(len(utt.wav), self.chunk_seconds):
-                pieces.append((i, np.asarray(utt.wav[start:start + length], dtype=np.float32)))
-        groups = [pieces] if self.batched else [[piece] for piece in pieces]
-        out: list[list[np.ndarray]] = [[] for _ in utts]
-        for group in groups:
-            for (i, _), states in zip(group, self._states([wav for _, wav in group])):
-                out[i].append(states)
-        return [parts[0] if len(parts) == 1 else np.concatenate(parts) for parts in out]
+        out = []
+        for utt in utts:
+            parts = [self._states(np.asarray(utt.wav[start:start + length], dtype=np.float32))
+                     for start, _ in chunk_starts(len(utt.wav), self.chunk_seconds)]
+            out.append(parts[0] if len(parts) == 1 else np.concatenate(parts))
+        return out
 
-    def _states(self, wavs: list[np.ndarray]) -> list[np.ndarray]:
-        """(T, S, D) of each waveform, run as one padded batch."""
-        inputs = self.features(wavs, sampling_rate=SAMPLE_RATE, padding=True, return_attention_mask=True,
-                               return_tensors="pt")
-        mask = inputs["attention_mask"].to(self.device) if self.batched and len(wavs) > 1 else None
-        output = self.model(inputs["input_values"].to(self.device), attention_mask=mask, output_hidden_states=True)
-        hidden = output.hidden_states
+    def _states(self, wav: np.ndarray) -> np.ndarray:
+        """(T, S, D) of one waveform: its feature extractor, then the model."""
+        inputs = self.features(wav, sampling_rate=SAMPLE_RATE, return_tensors="pt")
+        hidden = self.model(inputs["input_values"].to(self.device), output_hidden_states=True).hidden_states
         if len(hidden) != len(self.state_names):
             raise UserError(f"the model gives {len(hidden)} hidden states, its config {len(self.state_names)}")
-        stacked = torch.stack(hidden, dim=2).float().cpu().numpy()  # (B, T, S, D)
-        return [stacked[row, :num_frames(len(wav))] for row, wav in enumerate(wavs)]
+        states = torch.stack(hidden, dim=2)[0].float().cpu().numpy()  # (T, S, D)
+        if len(states) != num_frames(len(wav)):
+            raise RuntimeError(f"{len(states)} frames for {len(wav)} samples (expected {num_frames(len(wav))})")
+        return states

@@ -41,6 +41,7 @@ def require_transformers(what: str) -> ModuleType:
     except ImportError:
         raise UserError(f"{what} needs the transformers package, an optional extra of progre: "
                         f"pip install -e '.[hf]' (or make venv)") from None
+    transformers.utils.logging.disable_progress_bar()  # progre shows its own
     return transformers
 
 
@@ -75,7 +76,6 @@ def write_transformers_hubert(encoder: ProgREEncoder, source: Path, out: Path) -
     with its feature extractor's config."""
     refuse_progre(encoder, source)
     transformers = require_transformers("progre export --format transformers")
-    transformers.utils.logging.disable_progress_bar()
     config = transformers.HubertConfig(**transformers_hubert_config(encoder.config),
                                        **{PROGRE_KEY: encoder.config.to_dict()}, exported_from=str(source))
     with torch.random.fork_rng(devices=[]):  # its constructor draws weights that are replaced below
