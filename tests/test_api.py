@@ -175,3 +175,19 @@ def test_s3prl_featurizer_builds_over_the_upstream(progre_checkpoint):
     # padded one), as it does with fairseq's HuBERT, whose frames are ours
     assert [tuple(f.shape) for f in features] == [(49, 256), (39, 256)]
     assert num_frames(12345) == 38
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="needs a CUDA GPU: torch sees none (`make gpu-check` runs these on one)")
+def test_the_api_runs_on_the_gpu(progre_checkpoint):
+    wav = (0.1 * np.random.default_rng(0).standard_normal(24000)).astype(np.float32)
+    on_cpu = progre.load(progre_checkpoint).hidden_states(wav)
+    model = progre.load(progre_checkpoint, device="cuda")
+    on_gpu = model.hidden_states(wav)
+    assert model.device.type == "cuda" and all(s.device.type == "cuda" for s in on_gpu)
+    for a, b in zip(on_gpu, on_cpu):
+        torch.testing.assert_close(a.cpu(), b, rtol=1e-3, atol=1e-3)
+    batch = model.hidden_states([wav, wav[:9000]])
+    assert batch.lengths.device.type == "cuda" and batch.states[0].device.type == "cuda"
+    assert model.to("cpu").hidden_states(wav)[0].device.type == "cpu"

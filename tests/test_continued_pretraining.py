@@ -109,6 +109,17 @@ def test_an_init_of_another_size_or_kind_is_one_line(phone_shards, phone_labels,
         pretrain_stage.run(tiny(init=str(tmp_path / "missing")), tmp_path / "run", phone_shards, labels, pitch)
 
 
+def test_the_init_brings_its_layer_norm_after_the_speaker_subtraction(tmp_path):
+    """The release's Large has a LayerNorm after the speaker subtraction (`speaker_norm`), which no pretrain
+    setting names: a run continued from it has one too."""
+    from progre.train.run import init_weights
+
+    save_checkpoint(tmp_path / "large-like", build_encoder(model_config("tiny", "progre", speaker_norm=True)))
+    init, config = init_weights(str(tmp_path / "large-like"), model_config("tiny", "progre"))
+    assert config.speaker_norm and "speaker_norm.weight" in init.state
+    assert config.differences(model_config("tiny", "progre")) == {"speaker_norm": (True, False)}
+
+
 def test_init_is_a_parameter_and_an_option():
     assert PretrainParams().init is None
     assert load_params(PretrainParams, overrides=["init=runs/base/model"]).init == "runs/base/model"

@@ -9,6 +9,7 @@ metrics.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,16 +79,21 @@ class InitWeights:
         return {"path": self.path, "folder": self.folder, "weights_sha256": self.sha256}
 
 
-def init_weights(path: str, config: ModelConfig) -> InitWeights:
+def init_weights(path: str, config: ModelConfig) -> tuple[InitWeights, ModelConfig]:
     """The encoder weights of `path` (anything `model.export.load_model_folder` reads), checked to be a model
-    of `config`'s size and kind (one line naming the differences otherwise)."""
+    of `config`'s size and kind (one line naming the differences otherwise), and the config to train: `config`
+    with the init's `speaker_norm` (the LayerNorm after the speaker subtraction, which the release's Large
+    has and no pretrain setting names)."""
     from ..io import file_sha256
     from ..model.checkpoint import check_same_model
     from ..model.export import load_model_folder
 
     found = load_model_folder(Path(path))
+    if config.speaker_branch and found.encoder.config.speaker_branch:
+        config = dataclasses.replace(config, speaker_norm=found.encoder.config.speaker_norm)
     check_same_model(f"pretrain.init {path}", found.encoder.config, config)
-    return InitWeights(path, str(found.folder), file_sha256(found.weights), found.encoder.state_dict())
+    weights = InitWeights(path, str(found.folder), file_sha256(found.weights), found.encoder.state_dict())
+    return weights, config
 
 
 def speaker_names(shards: Shards, speakers: dict[str, str] | None, source: str) -> dict[str, str | None]:
@@ -108,7 +114,9 @@ def pretrain(shards: Shards, labels: LabelSet, pitch: FeatureStore | None, speak
     if labels.meta.get("corpus") != shards.fingerprint:
         raise UserError(f"the labels in {labels.source} belong to another corpus than {shards.folder}; relabel it")
     config = choice.config()
-    init = init_weights(choice.init, config) if choice.init else None
+    init = None
+    if choice.init:
+        init, config = init_weights(choice.init, config)
     if config.pitch_branch and pitch is None:
         raise UserError("the ProgRE model needs --pitch (from `progre features --kind pitch`)")
     pitch_store = pitch if config.pitch_branch else None
