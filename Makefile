@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip uninstall --quiet --yes faiss-cpu faiss-gpu faiss-gpu-cu12 2>/dev/null || true  # one build only (see FAISS)
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[$(FAISS),dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[$(FAISS),dev,hf,s3prl]'
 	rm -f $(VENV)/.installed $(VENV)/.installed-cpu $(VENV)/.installed-gpu
 	echo $(FAISS) > $(VENV)/.faiss
 	touch $(STAMP)

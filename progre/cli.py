@@ -67,6 +67,12 @@ class ReleaseSize(str, Enum):
     base = "base"
     large = "large"
 
+
+class ExportFormat(str, Enum):  # progre.model.export.EXPORT_LAYOUTS
+    ours = "ours"
+    official = "official"
+    transformers = "transformers"
+
 ParamsOpt = typer.Option(None, "--params", help="params.yaml to read (default: ./params.yaml if present)")
 SetOpt = typer.Option(None, "--set", "-s", help="override a parameter of this stage: KEY=VALUE (repeatable); "
                                                 "`progre params SECTION` lists them")
@@ -216,12 +222,15 @@ def pretrain(
     pitch: Optional[Path] = typer.Option(None, help="pitch feature folder (needed by the ProgRE model)"),
     speakers: Optional[Path] = typer.Option(None, help="pseudo-speaker folder (speaker_labels=pseudo)"),
     model: Optional[ModelKind] = typer.Option(None, help="progre or hubert (overrides the params)"),
+    init: Optional[Path] = typer.Option(None, help="continued pretraining: start from this model's encoder (a "
+                                                   "checkpoint or run folder, an export, an imported release "
+                                                   "checkpoint; params: pretrain.init)"),
     iteration: Optional[int] = typer.Option(None, help="also read params section pretrain_iter<N>"),
     params: Optional[Path] = ParamsOpt,
     set_: Optional[list[str]] = SetOpt,
 ) -> None:
     """Pretrain ProgRE or the HuBERT baseline by masked prediction of k-means labels (resumable)."""
-    overrides = list(set_ or []) + ([f"model={model.value}"] if model else [])
+    overrides = list(set_ or []) + ([f"model={model.value}"] if model else []) + ([f"init={init}"] if init else [])
     p = _load(config.PretrainParams, params, overrides, iteration)
     stage = load_stage("pretrain")
 
@@ -230,8 +239,10 @@ def pretrain(
 
 @app.command(epilog=_epilog("evaluate"))
 def evaluate(
-    upstream: str = typer.Option(..., help="a checkpoint folder, `mfcc`, or `random:<checkpoint folder>` "
-                                           "(a randomly initialised model of that checkpoint's size)"),
+    upstream: str = typer.Option(..., help="a checkpoint folder, `mfcc`, `random:<checkpoint folder>` (a randomly "
+                                           "initialised model of that checkpoint's size), or `hf:<folder>` (a "
+                                           "transformers HuBERT, wav2vec 2.0, WavLM or data2vec-audio model folder; "
+                                           "needs the hf extra)"),
     out: Path = typer.Option(..., "--out", "-o", help="output folder: metrics, layer weights, plots per task"),
     shards: Path = typer.Option(Path("data/shards"), help="shard folder with labelled train/valid/test splits"),
     pitch: Optional[Path] = typer.Option(None, help="pitch feature folder (computed on the fly if omitted)"),
@@ -270,14 +281,18 @@ def report(
 def export_cmd(
     checkpoint: Path = typer.Argument(..., help="a run folder or checkpoint folder of ours"),
     out: Path = typer.Option(..., "--out", "-o", help="output folder: model.safetensors + config.json"),
-    official: bool = typer.Option(False, help="write the official release's PyTorch state-dict layout "
-                                              "(model.pt) instead"),
+    format_: Optional[ExportFormat] = typer.Option(
+        None, "--format", help="ours (default: a checkpoint folder), official (the release's PyTorch state-dict "
+                               "layout, model.pt) or transformers (a HubertModel folder that transformers loads "
+                               "without custom code; HuBERT models only, needs the hf extra)"),
+    official: bool = typer.Option(False, help="the same as --format official"),
     overwrite: bool = OverwriteOpt,
 ) -> None:
     """Export the encoder weights (no training heads) of a checkpoint."""
     stage = load_stage("export")
 
-    stage.export(checkpoint=checkpoint, out=out, official=official, overwrite=overwrite)
+    stage.export(checkpoint=checkpoint, out=out, official=official, overwrite=overwrite,
+                 layout=format_.value if format_ else None)
 
 
 @app.command("import-official")

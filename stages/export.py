@@ -1,21 +1,27 @@
-"""`progre export` and `progre import-official`: encoder weights out of our checkpoints, and the
-official release's weights into one (`progre.model.export`)."""
+"""`progre export` and `progre import-official`: encoder weights out of our checkpoints (our layout, the
+release's, or a transformers folder), and the official release's weights into one (`progre.model.export`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from progre.errors import UserError
 from progre.log import logger
 from progre.outputs import output_folder
 from progre.model.export import OFFICIAL_FILE, export_encoder, import_official as import_release
 
 
-def export(checkpoint: Path, out: Path, official: bool = False, overwrite: bool = False) -> Path:
+def export(checkpoint: Path, out: Path, official: bool = False, overwrite: bool = False,
+           layout: str | None = None) -> Path:
+    """`layout`: ours, official or transformers (`official=True` is the older spelling of "official")."""
+    if official and layout not in (None, "official"):
+        raise UserError(f"--official and --format {layout} ask for two formats: give one")
+    layout = layout or ("official" if official else "ours")
     with output_folder(out, "export", overwrite=overwrite, inputs=[checkpoint]) as tmp:
-        encoder = export_encoder(checkpoint, official, tmp)
+        encoder = export_encoder(checkpoint, layout, tmp)
     logger.info("exported the encoder of %s (%s, %d parameters) to %s%s", checkpoint, encoder.config.kind,
-                encoder.num_parameters(), out / OFFICIAL_FILE if official else out,
-                " in the official layout" if official else "")
+                encoder.num_parameters(), out / OFFICIAL_FILE if layout == "official" else out,
+                "" if layout == "ours" else f" in the {layout} layout")
     return out
 
 

@@ -28,7 +28,9 @@ def run(p: PretrainParams, out: Path, shards: Path, labels: Path, pitch: Path | 
         speakers: Path | None = None) -> dict:
     dist = init_distributed()
     # rank 0 owns the run folder (the others write nothing into it)
-    folder = run_folder(out, "pretrain", inputs=[shards, labels, pitch, speakers]) if dist.is_main else nullcontext()
+    init = Path(p.init) if p.init else None  # continued pretraining: the run folder must not hold it
+    folder = run_folder(out, "pretrain", inputs=[shards, labels, pitch, speakers, init]) if dist.is_main \
+        else nullcontext()
     try:
         with folder:
             corpus = Shards(shards)

@@ -35,6 +35,8 @@ NEVER_RUN = {
             "ships no wheel: it compiles C)",
     "pystoi": "speech enhancement / voice conversion metrics; the check's downstream test runs sid",
     "espeakng_loader": "the demo corpus's speech synthesis (`progre synth`), which the check never runs",
+    "transformers": "the hf extra: `progre export --format transformers` and `hf:` upstreams, which the check "
+                    "never runs (pretraining reaches `model.hf` only to read back a transformers export as init)",
 }
 
 

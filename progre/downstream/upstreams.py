@@ -6,14 +6,16 @@ An upstream is one of
 - a checkpoint folder (ours, exported or imported): every hidden state of `ProgREEncoder.extract`,
   50 Hz, named by `hidden_state_names` (the release's order);
 - ``random:<checkpoint folder>``: a randomly initialised model of that checkpoint's architecture,
-  seeded by the evaluation seed.
+  seeded by the evaluation seed;
+- ``hf:<folder>``: a transformers speech SSL model folder (HuBERT, wav2vec 2.0, WavLM, data2vec-audio),
+  its own `hidden_states` at 50 Hz, named "input", "layer1", ... (`hf_upstream`).
 
 Hidden states of every utterance of the corpus are computed once (`HiddenStateExtractor`: frozen,
 long audio in chunks) and stored in ``cache/<kind>-<hash>/`` as a feature folder
 (`progre.features.store`) whose rows are the S states of a frame side by side, (T, S * D), float16 by
 default. The hash covers what determines the states: a fingerprint of the code that computes them,
-the checkpoint's bytes (or the architecture and seed of a random model), the pitch folder's contents,
-the storage type and the corpus fingerprint. The folder
+the checkpoint's bytes (or the architecture and seed of a random model; an hf folder's configs, weights
+and transformers version), the pitch folder's contents, the storage type and the corpus fingerprint. The folder
 appears atomically, and a lock file serialises concurrent evaluations of the same upstream, so the
 second waits and reads what the first wrote instead of recomputing it.
 """
@@ -47,6 +49,7 @@ CACHE_VERSION = 2
 
 MFCC_NAME = "mfcc"
 RANDOM_PREFIX = "random:"
+HF_PREFIX = "hf:"
 
 
 # --------------------------------------------------------------------------- upstream specs
@@ -54,13 +57,14 @@ RANDOM_PREFIX = "random:"
 
 @dataclass(frozen=True)
 class Upstream:
-    """What `progre evaluate --upstream` named: kind "mfcc", "checkpoint" or "random"."""
+    """What `progre evaluate --upstream` named: kind "mfcc", "checkpoint", "random" or "hf"."""
 
     kind: str
     name: str
     """Shown in metrics and the report."""
     checkpoint: Optional[Path] = None
-    """The checkpoint folder (its weights for "checkpoint", its architecture for "random")."""
+    """The checkpoint folder (its weights for "checkpoint", its architecture for "random"; the transformers
+    model folder for "hf")."""
     spec: str = ""
     """As given on the command line."""
     speaker_labels: Optional[str] = None
@@ -68,16 +72,24 @@ class Upstream:
 
 
 def parse_upstream(spec: str, name: Optional[str] = None) -> Upstream:
-    """`mfcc`, a checkpoint folder, or `random:<checkpoint folder>` -> Upstream.
+    """`mfcc`, a checkpoint folder, `random:<checkpoint folder>` or `hf:<transformers folder>` -> Upstream.
 
     The default name is "mfcc", the checkpoint folder's name (its parent's for a training run's
-    `model/` folder), or "random-" + that name. A missing or unreadable checkpoint folder is a
-    one-line UserError (cheap: reads config.json only).
+    `model/` folder), "random-" + that name, or the transformers folder's name. A missing or
+    unreadable folder is a one-line UserError (cheap: reads its json files only).
     """
     given = spec
     spec = spec.strip()
     if spec.lower() == MFCC_NAME:
         return Upstream("mfcc", name or MFCC_NAME, spec=given)
+    if spec.startswith(HF_PREFIX):
+        from .hf_upstream import read_hf_folder
+
+        folder = Path(spec[len(HF_PREFIX):])
+        if not spec[len(HF_PREFIX):]:
+            raise UserError("--upstream hf: needs a transformers model folder, e.g. hf:/models/wavlm-base-plus")
+        read_hf_folder(folder)
+        return Upstream("hf", name or folder.resolve().name, folder, given)
     kind = "checkpoint"
     if spec.startswith(RANDOM_PREFIX):
         kind, spec = "random", spec[len(RANDOM_PREFIX):]
@@ -108,6 +120,11 @@ def upstream_identity(upstream: Upstream, seed: int, pitch: Optional[Path] = Non
     contents of the pitch folder a ProgRE model reads."""
     if upstream.kind == "mfcc":
         return {"kind": "mfcc", "code": code_fingerprint(MFCC_CODE)}
+    if upstream.kind == "hf":
+        from .hf_upstream import hf_identity
+
+        assert upstream.checkpoint is not None
+        return hf_identity(upstream.checkpoint)
     from ..model.checkpoint import WEIGHTS, read_checkpoint_config
 
     assert upstream.checkpoint is not None
@@ -153,9 +170,13 @@ def build_extractor(upstream: Upstream, seed: int, device: torch.device, pitch: 
     """The extractor of an upstream; a checkpoint that does not load is a one-line UserError."""
     if upstream.kind == "mfcc":
         return MfccExtractor(device)
+    assert upstream.checkpoint is not None
+    if upstream.kind == "hf":
+        from .hf_upstream import HFExtractor
+
+        return HFExtractor(upstream.checkpoint, device, chunk_seconds)
     from ..model import ModelConfig, build_encoder, read_checkpoint_config
 
-    assert upstream.checkpoint is not None
     if upstream.kind == "random":
         config = ModelConfig.from_dict(read_checkpoint_config(upstream.checkpoint)["model"])
         with torch.random.fork_rng(devices=[]):

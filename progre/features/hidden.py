@@ -8,7 +8,9 @@ Utterances go through the encoder in padded batches (the encoder is padding-inva
 than `chunk_seconds` are cut into consecutive chunks on the 50 Hz grid (`frames.chunk_starts`), each
 encoded on its own, and their frames are concatenated: the result has exactly one frame per model
 frame of the whole utterance. ProgRE models read their pitch contours from a pitch folder, or
-compute them per chunk (WORLD DIO, slower) without one. It never trains and never writes anything.
+compute them without one (WORLD DIO, slower): per chunk, or with `whole_pitch` per utterance before it
+is cut, as `progre features --kind pitch` computes them (the Python API, `progre.api`). It never trains
+and never writes anything.
 """
 
 from __future__ import annotations
@@ -31,16 +33,20 @@ from .store import FeatureStore, read_pitch
 class HiddenStateExtractor(StateExtractor):
     """Utterances -> per-utterance (T, S, D) float32 hidden states of `encoder` (the states `states`
     of `encoder.extract`'s, by index; all when None). With precision "bf16" the encoder runs under
-    bf16 autocast (the model's own float32 islands stay float32); the states are returned in float32."""
+    bf16 autocast (the model's own float32 islands stay float32); the states are returned in float32.
+    Without a `pitch` folder a ProgRE encoder computes its contours per chunk, or with `whole_pitch`
+    over each whole utterance (as the pitch folder holds them)."""
 
     frame_rate = MODEL_RATE
 
     def __init__(self, encoder, device: torch.device, pitch: Optional[FeatureStore] = None,
-                 chunk_seconds: float = 30.0, states: Optional[list[int]] = None, precision: str = "fp32"):
+                 chunk_seconds: float = 30.0, states: Optional[list[int]] = None, precision: str = "fp32",
+                 whole_pitch: bool = False):
         self.encoder = encoder.to(device).eval()
         self.device = device
         self.precision = resolve_precision(precision, device)
         self.pitch = pitch if encoder.config.pitch_branch else None
+        self.whole_pitch = whole_pitch and encoder.config.pitch_branch and pitch is None
         names = encoder.hidden_state_names()
         self.states = list(range(len(names))) if states is None else list(states)
         self.state_names = [names[i] for i in self.states]
@@ -53,7 +59,13 @@ class HiddenStateExtractor(StateExtractor):
         contours: list[np.ndarray] = []
         length = chunk_samples(self.chunk_seconds)
         for i, utt in enumerate(utts):
-            contour = read_pitch(self.pitch, utt.key, len(utt.wav)) if self.pitch is not None else None
+            contour = None
+            if self.pitch is not None:
+                contour = read_pitch(self.pitch, utt.key, len(utt.wav))
+            elif self.whole_pitch:
+                from ..dsp.pitch import compute_pitch
+
+                contour = compute_pitch(utt.wav)
             for start, first in chunk_starts(len(utt.wav), self.chunk_seconds):
                 chunk = utt.wav[start:start + length]
                 pieces.append((i, chunk))

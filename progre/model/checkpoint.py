@@ -142,8 +142,15 @@ def _load_weights(folder: Union[str, Path]) -> dict[str, Tensor]:
 
 
 def _check_same_config(folder: Union[str, Path], saved: ModelConfig, wanted: ModelConfig) -> None:
+    check_same_model(f"checkpoint {folder}", saved, wanted)
+
+
+def check_same_model(source: str, saved: ModelConfig, wanted: ModelConfig) -> None:
+    """A one-line UserError naming the fields that fix the weights' shapes and meaning (size, kind,
+    branches) where `saved` (the model of `source`) differs from `wanted`; training-only fields (dropouts,
+    gradient scales) may differ."""
     diff = saved.differences(wanted)
     shape_diff = {k: v for k, v in diff.items() if k in _SHAPE_FIELDS}
     if shape_diff:
         parts = ", ".join(f"{k}={a} (expected {b})" for k, (a, b) in shape_diff.items())
-        raise UserError(f"checkpoint {folder} is a different model: {parts}")
+        raise UserError(f"{source} is a different model: {parts}")

@@ -1,10 +1,13 @@
-"""Encoder weights out of our checkpoints (`progre export`, ours or the release's layout) and the
-official release's weights into one (`progre import-official`)."""
+"""Encoder weights out of our checkpoints (`progre export`: ours, the release's layout, or a transformers
+`HubertModel` folder), the official release's weights into one (`progre import-official`), and an encoder
+from any folder these write (`load_model_folder`: `progre.load`, `pretrain --init`)."""
 
 from __future__ import annotations
 
+import json
 import pickle
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -13,23 +16,32 @@ from ..errors import UserError
 from ..io import write_json
 from ..log import logger
 from .checkpoint import CONFIG, WEIGHTS, load_encoder, load_state_dict_checked, write_checkpoint
-from .model_config import model_config
+from .model_config import ModelConfig, model_config
 from .encoder import ProgREEncoder, build_encoder
 from .official import infer_official_overrides, official_to_ours, ours_to_official, unwrap_checkpoint
 
 OFFICIAL_FILE = "model.pt"
+EXPORT_LAYOUTS = ("ours", "official", "transformers")
+"""`progre export --format`: our checkpoint folder, the release's PyTorch layout (model.pt), or a transformers
+`HubertModel` folder (HuBERT models only)."""
 
 
-def export_encoder(checkpoint: Path, official: bool, out: Path) -> ProgREEncoder:
+def export_encoder(checkpoint: Path, layout: str, out: Path) -> ProgREEncoder:
     """Write the encoder of `checkpoint` (a checkpoint folder, or a run folder holding some) into the
-    folder `out`: model.safetensors + config.json, or with `official` the release's layout as model.pt
-    (+ config.json)."""
+    folder `out` in `layout`: "ours" (model.safetensors + config.json), "official" (the release's layout
+    as model.pt, + config.json) or "transformers" (`model.hf`; a ProgRE model is a one-line UserError)."""
+    if layout not in EXPORT_LAYOUTS:
+        raise UserError(f"unknown export format {layout!r}; choose one of {', '.join(EXPORT_LAYOUTS)}")
     folder = find_checkpoint(checkpoint)
     encoder = load_encoder(folder)
-    if official:
+    if layout == "official":
         torch.save(ours_to_official(encoder.state_dict()), out / OFFICIAL_FILE)
         write_json(out / CONFIG, {"model": encoder.config.to_dict(), "kind": encoder.config.kind,
                                   "layout": "official", "exported_from": str(folder)})
+    elif layout == "transformers":
+        from .hf import write_transformers_hubert
+
+        write_transformers_hubert(encoder, folder, out)
     else:
         write_checkpoint(out, encoder, extra={"exported_from": str(folder)})
     return encoder
@@ -73,6 +85,56 @@ def import_official(state_dict: Path, size: str, out: Path) -> ProgREEncoder:
         raise UserError(f"{source}: {exc}") from None
     load_state_dict_checked(encoder, ours, source)
     write_checkpoint(out, encoder, extra={"imported_from": str(state_dict), "size": size})
+    return encoder.eval()
+
+
+@dataclass
+class FoundModel:
+    """An encoder read from a folder, with where its weights came from."""
+
+    encoder: ProgREEncoder
+    folder: Path
+    """The folder that holds the weights (a run folder's `model/`, ...)."""
+    weights: Path
+    """The weights file (its hash identifies the weights)."""
+    layout: str
+    """One of `EXPORT_LAYOUTS`."""
+
+
+def load_model_folder(path: Path) -> FoundModel:
+    """The encoder (eval mode, on the CPU) of any folder progre writes: a checkpoint folder (a run's
+    `model/`, an export in our layout, an imported release checkpoint), a run folder (its `model/`, else
+    its latest checkpoint), an export in the release's layout (model.pt) or a transformers export. A path
+    that is none of these is a one-line UserError."""
+    path = Path(path)
+    if path.is_file():
+        raise UserError(f"{path} is a file: progre reads folders (a release .pt or .ckpt is imported first: "
+                        f"progre import-official {path} --out FOLDER)")
+    from .hf import is_transformers_export, read_transformers_hubert
+
+    if is_transformers_export(path):
+        return FoundModel(read_transformers_hubert(path), path, path / WEIGHTS, "transformers")
+    if (path / OFFICIAL_FILE).is_file() and (path / CONFIG).is_file():
+        return FoundModel(_read_official_export(path), path, path / OFFICIAL_FILE, "official")
+    folder = path / "model" if (path / "model" / CONFIG).is_file() else find_checkpoint(path)
+    try:
+        encoder = load_encoder(folder)
+    except UserError:
+        raise
+    except Exception as exc:  # anything else a broken folder raises: one line
+        raise UserError(f"checkpoint {folder} does not load: {type(exc).__name__}: {exc}") from None
+    return FoundModel(encoder, folder, folder / WEIGHTS, "ours")
+
+
+def _read_official_export(folder: Path) -> ProgREEncoder:
+    """The encoder of an export in the release's layout (model.pt + config.json with our model config)."""
+    try:
+        config = ModelConfig.from_dict(json.loads((folder / CONFIG).read_text())["model"])
+        state = torch.load(folder / OFFICIAL_FILE, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"{folder}: not a readable export in the official layout ({_first_line(exc)})") from None
+    encoder = build_encoder(config)
+    load_state_dict_checked(encoder, official_to_ours(state, encoder.state_dict()), f"export {folder}")
     return encoder.eval()
 
 

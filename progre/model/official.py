@@ -1,6 +1,6 @@
 """Weight-name conversion between our encoder and other layouts: the official ProgRE release
 (fairseq-style, `tests/data/official-base-state-dict.tsv`, and the file its MindSpore-to-PyTorch
-script `migrating/chkp_conversion.py` writes) and torchaudio's HuBERT.
+script `migrating/chkp_conversion.py` writes), torchaudio's HuBERT and transformers' `HubertModel`.
 
 Name tables are pairs of templates, one per layout. A placeholder {i} is a layer index, {w} a
 parameter or buffer name; {k-1} on one side is {k} minus one (the release numbers its pitch blocks
@@ -74,6 +74,30 @@ TORCHAUDIO_NAMES: list[tuple[str, str]] = [
     ("encoder.transformer.layers.{i}.final_layer_norm.{w}", "transformer.layers.{i}.ffn_norm.{w}"),
     ("mask_generator.mask_embedding", "mask_embedding"),
 ]
+
+# (transformers' HubertModel, ours). The position conv's weight norm is a parametrization in transformers
+# with torch >= 2.1 (original0 = g, original1 = v); older versions name them weight_g / weight_v
+TRANSFORMERS_HUBERT_NAMES: list[tuple[str, str]] = [
+    ("masked_spec_embed", "mask_embedding"),
+    ("feature_extractor.conv_layers.{i}.conv.{w}", "feature_extractor.conv_layers.{i}.conv.{w}"),
+    ("feature_extractor.conv_layers.{i}.layer_norm.{w}", "feature_extractor.conv_layers.{i}.norm.{w}"),
+    ("feature_projection.layer_norm.{w}", "feature_norm.{w}"),
+    ("feature_projection.projection.{w}", "feature_projection.{w}"),
+    ("encoder.pos_conv_embed.conv.parametrizations.weight.original0", "transformer.pos_conv.weight_g"),
+    ("encoder.pos_conv_embed.conv.parametrizations.weight.original1", "transformer.pos_conv.weight_v"),
+    ("encoder.pos_conv_embed.conv.{w}", "transformer.pos_conv.{w}"),  # bias; weight_g / weight_v of old versions
+    ("encoder.layer_norm.{w}", "transformer.layer_norm.{w}"),
+    ("encoder.layers.{i}.attention.{w}", "transformer.layers.{i}.attention.{w}"),
+    ("encoder.layers.{i}.layer_norm.{w}", "transformer.layers.{i}.attention_norm.{w}"),
+    ("encoder.layers.{i}.feed_forward.intermediate_dense.{w}", "transformer.layers.{i}.fc1.{w}"),
+    ("encoder.layers.{i}.feed_forward.output_dense.{w}", "transformer.layers.{i}.fc2.{w}"),
+    ("encoder.layers.{i}.final_layer_norm.{w}", "transformer.layers.{i}.ffn_norm.{w}"),
+]
+TRANSFORMERS_LEGACY_WEIGHT_NORM = {
+    "encoder.pos_conv_embed.conv.parametrizations.weight.original0": "encoder.pos_conv_embed.conv.weight_g",
+    "encoder.pos_conv_embed.conv.parametrizations.weight.original1": "encoder.pos_conv_embed.conv.weight_v",
+}
+"""The parametrization names -> the names transformers' HubertModel has under an old torch (weight_norm hooks)."""
 
 _PLACEHOLDER = re.compile(r"\{(\w)(-1)?\}")
 
@@ -270,3 +294,39 @@ def name_listing(names: list[str], limit: int = 6) -> str:
     names = sorted(names)
     shown = ", ".join(names[:limit])
     return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def ours_to_transformers_hubert(state_dict: Mapping[str, Tensor], legacy_weight_norm: bool = False) -> dict[str, Tensor]:
+    """Our HuBERT encoder's state dict in the names of transformers' `HubertModel` (the position conv's
+    weight norm as a parametrization, or with `legacy_weight_norm` as weight_g / weight_v). A ValueError
+    names tensors that `HubertModel` has no place for (the ProgRE branches)."""
+    rules = _compile(TRANSFORMERS_HUBERT_NAMES, reverse=True)
+    out: dict[str, Tensor] = {}
+    unknown = []
+    for name, tensor in state_dict.items():
+        theirs = _rename(name, rules)
+        if theirs is None:
+            unknown.append(name)
+            continue
+        if legacy_weight_norm:
+            theirs = TRANSFORMERS_LEGACY_WEIGHT_NORM.get(theirs, theirs)
+        out[theirs] = tensor
+    if unknown:
+        raise ValueError(f"tensors with no counterpart in transformers' HubertModel: {name_listing(unknown)}")
+    return out
+
+
+def transformers_hubert_to_ours(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """A transformers `HubertModel` state dict (either weight-norm naming) in our encoder's names."""
+    rules = _compile(TRANSFORMERS_HUBERT_NAMES)
+    out: dict[str, Tensor] = {}
+    unknown = []
+    for name, tensor in state_dict.items():
+        ours = _rename(name.removeprefix("hubert."), rules)
+        if ours is None:
+            unknown.append(name)
+        else:
+            out[ours] = tensor
+    if unknown:
+        raise ValueError(f"unexpected tensors for transformers' HubertModel: {name_listing(unknown)}")
+    return out

@@ -15,6 +15,7 @@ import os
 import shutil
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -27,7 +28,8 @@ from torch.nn.parallel import DistributedDataParallel
 from ..device import PRECISIONS
 from ..errors import UserError
 from ..log import logger, progress_bar
-from ..model import ModelConfig, ProgREEncoder, ProgREPretrainModel, build_encoder, pretraining_losses
+from ..model import (ModelConfig, ProgREEncoder, ProgREPretrainModel, build_encoder, load_state_dict_checked,
+                     pretraining_losses)
 from ..model.model_config import upgrade_config_dict
 from ..settings import default_of, setting
 from .checkpoint_store import CheckpointStore
@@ -109,11 +111,16 @@ class RunSpec:
     speakers: list[str]
     speaker_labels: str = "corpus"
     """Where the speaker ids come from: "corpus" or "pseudo" (`progre pseudo-speakers`)."""
+    init: str | None = None
+    """The sha256 of the weights the encoder started from (`pretrain.init`), or None: random init."""
 
     def compatibility(self) -> dict[str, Any]:
-        return {"model_config": self.model_config.to_dict(), "num_labels": self.num_labels,
-                "num_speakers": self.num_speakers, "label_rate": self.label_rate, "corpus": self.corpus,
-                "speaker_labels": self.speaker_labels}
+        key = {"model_config": self.model_config.to_dict(), "num_labels": self.num_labels,
+               "num_speakers": self.num_speakers, "label_rate": self.label_rate, "corpus": self.corpus,
+               "speaker_labels": self.speaker_labels}
+        # only when set: the key of a run from random init stays what it was, and a checkpoint made from
+        # another init (or from none) does not resume one that starts from these weights
+        return key | ({"init": self.init} if self.init is not None else {})
 
 
 VALID_SEED_OFFSET = 1 << 40  # micro-batch numbers of validation batches, far from training ones
@@ -195,7 +202,10 @@ class Trainer:
     """Masked-prediction pretraining of one model: `run` trains (resuming when it can) to `max_steps`."""
 
     def __init__(self, recipe: TrainRecipe, control: RunControl, spec: RunSpec, data: PretrainData,
-                 valid: PretrainData | None, run_dir: Path, dist: DistInfo):
+                 valid: PretrainData | None, run_dir: Path, dist: DistInfo,
+                 init: Mapping[str, torch.Tensor] | None = None):
+        """`init`: encoder weights to start from (continued pretraining; `spec.init` names them), loaded
+        over the fresh encoder before the heads are built, so the heads are a fresh run's."""
         self.recipe, self.control, self.spec, self.data, self.valid = recipe, control, spec, data, valid
         self.run_dir, self.dist = Path(run_dir), dist
         self.device = dist.device
@@ -204,6 +214,8 @@ class Trainer:
         r, c = recipe, control
         torch.manual_seed(r.seed)
         encoder = build_encoder(spec.model_config)
+        if init is not None:
+            load_state_dict_checked(encoder, init, "pretrain.init")
         self.model = ProgREPretrainModel(encoder, spec.num_labels, spec.num_speakers, final_dim=r.final_dim,
                                          logit_temp=r.logit_temp, mask_prob=r.mask_prob,
                                          mask_length=r.mask_length, min_masks=r.min_masks).to(self.device)
@@ -274,7 +286,7 @@ class Trainer:
                  "audio_seconds": self.audio_seconds, "wall_seconds": self.wall_seconds,
                  "resume": self.resume_key()}
         extra = {"speakers": self.spec.speakers, "label_rate": self.spec.label_rate, "corpus": self.spec.corpus,
-                 "step": self.step}
+                 "step": self.step} | ({"init_sha256": self.spec.init} if self.spec.init is not None else {})
         return self.store.save(self.step, self.model, state, extra)
 
     # ------------------------------------------------------------------ one update

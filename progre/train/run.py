@@ -1,13 +1,15 @@
 """`progre pretrain`: one pretraining run of ProgRE or the HuBERT baseline, from shards, labels and pitch.
 
-Checks that labels, pitch contours and speaker ids belong to the corpus, builds the model, trains it
-(`Trainer`, resumable: the same call again continues a killed run) and, on rank 0, writes into the
-run folder ``model/`` (the final checkpoint every later stage reads) and ``curves.png``. Returns
-the run's summary metrics.
+Checks that labels, pitch contours and speaker ids belong to the corpus, builds the model (from random
+weights, or continuing from the encoder of `init`: continued pretraining), trains it (`Trainer`,
+resumable: the same call again continues a killed run) and, on rank 0, writes into the run folder
+``model/`` (the final checkpoint every later stage reads) and ``curves.png``. Returns the run's summary
+metrics.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,10 @@ class ModelChoice:
                                   choices=("corpus", "pseudo"))
     feature_grad_mult: float = setting(0.1, "gradient scale of the CNN feature encoder (fairseq's "
                                             "feature_grad_mult)", min=0.0)
+    init: str | None = setting(None, "continued pretraining: start the encoder from this model (a checkpoint or "
+                                     "run folder, an export, or a release checkpoint imported by `progre "
+                                     "import-official`) of the same size and kind; the training heads, optimiser "
+                                     "and schedule start fresh (null: random init)")
 
     def config(self) -> ModelConfig:
         overrides: dict[str, Any] = {"feature_grad_mult": self.feature_grad_mult}
@@ -54,6 +60,40 @@ class ModelChoice:
             return model_config(self.size, self.model, **overrides)
         except ValueError as exc:
             raise UserError(f"pretrain: {exc}") from None
+
+
+@dataclass(frozen=True)
+class InitWeights:
+    """The encoder weights a continued pretraining starts from."""
+
+    path: str
+    """As `pretrain.init` gave it."""
+    folder: str
+    """The folder that holds them."""
+    sha256: str
+    """Of the weights file: what the resume key compares."""
+    state: dict[str, Any]
+
+    def record(self) -> dict[str, str]:
+        """For the run's config.json and metrics."""
+        return {"path": self.path, "folder": self.folder, "weights_sha256": self.sha256}
+
+
+def init_weights(path: str, config: ModelConfig) -> tuple[InitWeights, ModelConfig]:
+    """The encoder weights of `path` (anything `model.export.load_model_folder` reads), checked to be a model
+    of `config`'s size and kind (one line naming the differences otherwise), and the config to train: `config`
+    with the init's `speaker_norm` (the LayerNorm after the speaker subtraction, which the release's Large
+    has and no pretrain setting names)."""
+    from ..io import file_sha256
+    from ..model.checkpoint import check_same_model
+    from ..model.export import load_model_folder
+
+    found = load_model_folder(Path(path))
+    if config.speaker_branch and found.encoder.config.speaker_branch:
+        config = dataclasses.replace(config, speaker_norm=found.encoder.config.speaker_norm)
+    check_same_model(f"pretrain.init {path}", found.encoder.config, config)
+    weights = InitWeights(path, str(found.folder), file_sha256(found.weights), found.encoder.state_dict())
+    return weights, config
 
 
 def speaker_names(shards: Shards, speakers: dict[str, str] | None, source: str) -> dict[str, str | None]:
@@ -74,6 +114,9 @@ def pretrain(shards: Shards, labels: LabelSet, pitch: FeatureStore | None, speak
     if labels.meta.get("corpus") != shards.fingerprint:
         raise UserError(f"the labels in {labels.source} belong to another corpus than {shards.folder}; relabel it")
     config = choice.config()
+    init = None
+    if choice.init:
+        init, config = init_weights(choice.init, config)
     if config.pitch_branch and pitch is None:
         raise UserError("the ProgRE model needs --pitch (from `progre features --kind pitch`)")
     pitch_store = pitch if config.pitch_branch else None
@@ -89,20 +132,23 @@ def pretrain(shards: Shards, labels: LabelSet, pitch: FeatureStore | None, speak
         if shards.keys("valid") else None
     speaker_labels = choice.speaker_labels
     spec = RunSpec(config, labels.n_clusters, len(vocabulary), labels.label_rate, shards.fingerprint,
-                   vocabulary, speaker_labels)
-    trainer = Trainer(recipe, control, spec, data, valid, out, dist)
+                   vocabulary, speaker_labels, None if init is None else init.sha256)
+    trainer = Trainer(recipe, control, spec, data, valid, out, dist, None if init is None else init.state)
     logger.info("pretraining %s (%s, %.2fM parameters) on %d utterances, %d batches per epoch, labels k=%d at "
-                "%d Hz%s", config.kind, choice.size, trainer.model.encoder.num_parameters() / 1e6, data.report.usable,
+                "%d Hz%s%s", config.kind, choice.size, trainer.model.encoder.num_parameters() / 1e6, data.report.usable,
                 data.batches_per_epoch(), labels.n_clusters, labels.label_rate,
-                f", {len(vocabulary)} {speaker_labels} speakers" if vocabulary else "")
+                f", {len(vocabulary)} {speaker_labels} speakers" if vocabulary else "",
+                "" if init is None else f", continuing from {init.folder}")
     summary = trainer.run()
     if dist.is_main:
+        started = {} if init is None else {"init": init.record()}
         save_checkpoint(out / "model", trainer.model, {"speakers": vocabulary, "label_rate": labels.label_rate,
                                                        "corpus": shards.fingerprint, "step": trainer.step,
-                                                       "labels": str(labels.source), "speaker_labels": speaker_labels})
+                                                       "labels": str(labels.source), "speaker_labels": speaker_labels}
+                        | started)
         summary |= data.report.as_dict() | {"model": config.kind, "size": choice.size,
                                             "parameters": trainer.model.encoder.num_parameters(),
-                                            "speaker_labels": speaker_labels if vocabulary else None}
+                                            "speaker_labels": speaker_labels if vocabulary else None} | started
         plot_curves(trainer.metrics_dir, out / "curves.png",
                     f"{config.kind} ({choice.size}), labels k={labels.n_clusters}")
     return summary
