@@ -43,10 +43,13 @@ class ModelChoice:
                                   choices=("corpus", "pseudo"))
     feature_grad_mult: float = setting(0.1, "gradient scale of the CNN feature encoder (fairseq's "
                                             "feature_grad_mult)", min=0.0)
+    encoder_layerdrop: float | None = setting(None, "probability of skipping each transformer layer in a training "
+                                                    "step (null: the size preset's; base: 0 for ProgRE, 0.05 for "
+                                                    "HuBERT, as each release trains)", min=0.0)
 
     def config(self) -> ModelConfig:
         overrides: dict[str, Any] = {"feature_grad_mult": self.feature_grad_mult}
-        for name in ("pitch_branch", "speaker_branch", "speaker_layer"):
+        for name in ("pitch_branch", "speaker_branch", "speaker_layer", "encoder_layerdrop"):
             if getattr(self, name) is not None:
                 overrides[name] = getattr(self, name)
         overrides["speaker_grad_through"] = self.speaker_grad_through
