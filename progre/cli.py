@@ -308,8 +308,11 @@ def import_official(
     """Import released ProgRE weights into a checkpoint folder usable by every stage.
 
     Training heads (final_proj, label_embs_concat, spk_linear) are dropped, MindSpore's unit axes
-    removed; the branches, the CNN's normalisation and a LayerNorm after the speaker subtraction
-    (sub_spk_norm, Large) are read from the tensor names.
+    removed. Every config value the tensors reveal is read from them (branches, CNN normalisation,
+    channels and kernels, width, layers, FFN, position conv, branch sizes, the LayerNorm after the
+    speaker subtraction: spk_norm_layer or sub_spk_norm, Large); the rest (heads, LayerNorm placement,
+    waveform normalisation, conv strides, speaker layer, dropouts) is the size's preset, logged and
+    written to config.json as "assumed".
     """
     stage = load_stage("export")
 

@@ -207,14 +207,21 @@ def test_converted_release_checkpoint_imports_with_the_same_hidden_states(conver
             assert int(buffer) == 0  # filled in: the converted file has none
 
 
-def test_converted_release_with_speaker_norm_imports(tmp_path):
-    # the Large layout's extra pieces on a tiny model: LayerNorm CNN and sub_spk_norm, the latter with
-    # the MindSpore name `beta` the release's loader renames
+@pytest.mark.parametrize("names", [("encoder.spk_norm_layer.gamma", "encoder.spk_norm_layer.beta"),
+                                   ("encoder.spk_norm_layer.weight", "encoder.spk_norm_layer.bias"),
+                                   ("encoder.sub_spk_norm.weight", "encoder.sub_spk_norm.beta"),
+                                   ("sub_spk_norm.gamma", "sub_spk_norm.bias")])
+def test_converted_release_with_speaker_norm_imports(tmp_path, names):
+    # the Large layout's extra pieces on a tiny model: LayerNorm CNN and the LayerNorm after the speaker
+    # subtraction, under the MindSpore attribute's name (spk_norm_layer, with MindSpore's gamma and beta
+    # or converted to weight and bias) or the name the release's README loader looks for (sub_spk_norm)
     torch.manual_seed(0)
     encoder = _randomized(build_encoder(model_config("tiny", "progre", extractor_mode="layer_norm", speaker_norm=True)))
     converted = _as_converted_release(encoder)
-    assert {"encoder.sub_spk_norm.weight", "encoder.sub_spk_norm.bias"} <= set(converted["model"])
-    converted["model"]["encoder.sub_spk_norm.beta"] = converted["model"].pop("encoder.sub_spk_norm.bias")
+    # we write the MindSpore attribute's name, converted as the release's script converts the others
+    assert {"encoder.spk_norm_layer.weight", "encoder.spk_norm_layer.bias"} <= set(converted["model"])
+    converted["model"][names[0]] = converted["model"].pop("encoder.spk_norm_layer.weight")
+    converted["model"][names[1]] = converted["model"].pop("encoder.spk_norm_layer.bias")
     torch.save(converted, tmp_path / "large-like.ckpt")
     imported = import_official(tmp_path / "large-like.ckpt", tmp_path / "imported", size="tiny")
     assert imported.config.speaker_norm and imported.config == encoder.config
@@ -286,3 +293,106 @@ def test_checkpoints_without_speaker_norm_in_their_config_still_load(tmp_path):
     assert not any(name.startswith("speaker_norm.") for name in loaded.state_dict())
     with pytest.raises(ValueError, match="speaker_norm needs speaker_branch"):
         model_config("tiny", "hubert", speaker_norm=True)
+
+
+# ---------------------------------------------------------------- the release's Large
+# The release ships its Large ProgRE as a MindSpore checkpoint only; converted as its script converts the
+# Base, its file holds the Base's names with 24 layers of width 1024, HuBERT Large's LayerNorm in every CNN
+# block (fairseq's index 2.1), and the MindSpore encoder's `spk_norm_layer` (LayerNorm weights gamma, beta).
+LARGE_ASSUMED = {"conv_strides": [5, 2, 2, 2, 2, 2, 2], "encoder_attention_heads": 16, "layer_norm_first": True,
+                 "normalize": True, "speaker_layer": 4, "feature_grad_mult": 1.0, "dropout": 0.0,
+                 "attention_dropout": 0.0, "activation_dropout": 0.0, "dropout_input": 0.0, "encoder_layerdrop": 0.0,
+                 "speaker_grad_through": False}
+
+
+def _in_release_names(converted: dict) -> dict:
+    """A converted file with the speaker norm under the MindSpore attribute's name and parameter names."""
+    state = dict(converted["model"])
+    state["encoder.spk_norm_layer.gamma"] = state.pop("encoder.spk_norm_layer.weight")
+    state["encoder.spk_norm_layer.beta"] = state.pop("encoder.spk_norm_layer.bias")
+    return {"model": state}
+
+
+def test_large_release_file_reveals_its_config():
+    # every name and shape of a full-size Large in the release's layout, without memory: a model on the meta
+    # device (shapes only), written in the release's names and MindSpore's shapes
+    from progre.model.official import official_config
+
+    with torch.device("meta"):
+        large = build_encoder(model_config("large", "progre", speaker_norm=True))
+        state = _in_release_names(_as_converted_release(large))["model"]
+    assert state["encoder.layers.23.self_attn.q_proj.weight"].shape == (1024, 1024)
+    assert state["encoder.layers.0.fc1.weight"].shape == (4096, 1024)
+    assert state["feature_extractor.conv_layers.0.0.weight"].shape == (512, 1, 1, 10)
+    assert state["feature_extractor.conv_layers.6.2.1.weight"].shape == (512,)
+    assert state["encoder.pos_conv.0.weight_v"].shape == (1024, 64, 1, 128)
+    assert state["encoder.spk_norm_layer.gamma"].shape == (1024,) and "encoder.layers.24.fc1.bias" not in state
+    config, assumed = official_config({"model": state}, "large")
+    assert config == large.config
+    assert assumed == LARGE_ASSUMED
+    # every tensor lands on a weight of the Large encoder, in its shape
+    ours = official_to_ours(state, large.state_dict())
+    assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in large.state_dict().items()}
+    # read as another size, the file is refused: that size's assumptions would not hold
+    with pytest.raises(UserError, match="24 transformer layers of width 1024, where the base preset has 12 "
+                                        "transformer layers of width 768; they are a large model's"):
+        official_config(state, "base")
+    # values the weights reveal cannot be assumed; the others can
+    with pytest.raises(UserError, match="encoder_embed_dim: read from the weights"):
+        official_config(state, "large", encoder_embed_dim=1024)
+    assert official_config(state, "large", speaker_layer=6)[1]["speaker_layer"] == 6
+
+
+def test_values_the_weights_reveal_are_read_not_taken_from_the_preset():
+    from progre.model.official import official_config
+
+    with torch.device("meta"):
+        odd = build_encoder(model_config("base", "progre", conv_bias=True, encoder_ffn_embed_dim=2048, conv_pos=64,
+                                         conv_pos_groups=8, pitch_channels=128, pitch_kernel=3, pitch_gru_hidden=16,
+                                         speaker_bottleneck=128, extractor_mode="layer_norm",
+                                         conv_feature_layers=[(256, 10, 5)] + [(256, 3, 2)] * 4 + [(256, 2, 2)] * 2))
+        state = _as_converted_release(odd)
+    config, assumed = official_config(state, "base")
+    assert config == odd.config
+    assert assumed["layer_norm_first"] is False and assumed["normalize"] is False
+    with torch.device("meta"):
+        hubert = build_encoder(model_config("base", "hubert"))
+    config, assumed = official_config(ours_to_official(hubert.state_dict()), "base")
+    assert config == hubert.config and config.encoder_layerdrop == 0.05  # HuBERT Base's preset, not ProgRE's
+    assert "speaker_layer" not in assumed
+
+
+def test_large_layout_release_file_imports_with_the_same_hidden_states():
+    # the Large's layout (pre-LN Transformer, LayerNorm in every CNN block, normalised waveform, the speaker
+    # norm as spk_norm_layer gamma/beta) at the tiny model's sizes, so real weights stay small; what a
+    # full-size file reveals is checked above, and by the slow test below end to end
+    from progre.model.official import official_config
+
+    torch.manual_seed(0)
+    layout = dict(extractor_mode="layer_norm", layer_norm_first=True, normalize=True, speaker_norm=True, conv_bias=True)
+    encoder = _randomized(build_encoder(model_config("tiny", "progre", **layout)))
+    converted = _in_release_names(_as_converted_release(encoder))
+    config, assumed = official_config(converted, "tiny", layer_norm_first=True, normalize=True)
+    assert config == encoder.config and assumed["layer_norm_first"] is True
+    imported = build_encoder(config)
+    load_state_dict_checked(imported, official_to_ours(converted, imported.state_dict()), "large layout")
+    _assert_same_states(imported.eval(), encoder, samples=9000)
+    # what the tensors cannot tell apart: the tiny preset's post-LN is assumed and named as such
+    assert official_config(converted, "tiny")[1]["layer_norm_first"] is False
+
+
+@pytest.mark.slow
+def test_full_size_large_release_file_imports(tmp_path):
+    import json
+
+    torch.manual_seed(0)
+    encoder = _randomized(build_encoder(model_config("large", "progre", speaker_norm=True)))
+    torch.save(_in_release_names(_as_converted_release(encoder)), tmp_path / "TORCHModel_large_progre.ckpt")
+    result = CliRunner().invoke(app, ["import-official", str(tmp_path / "TORCHModel_large_progre.ckpt"),
+                                      "--size", "large", "--out", str(tmp_path / "imported")])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((tmp_path / "imported" / CONFIG).read_text())
+    assert meta["assumed"] == LARGE_ASSUMED
+    imported = load_encoder(tmp_path / "imported")
+    assert imported.config == encoder.config
+    _assert_same_states(imported, encoder, samples=8000)

@@ -274,6 +274,29 @@ def test_resume_compares_the_weight_changing_settings_only():
     assert differing_settings({}, {"corpus": "abc"}) == ["corpus"]  # no default: must be recorded
 
 
+def test_layer_drop_is_the_size_presets_unless_set_and_a_change_supersedes_checkpoints():
+    from progre.config import load_params
+    from progre.train.loop import RunSpec, differing_settings
+    from progre.train.run import ModelChoice
+
+    # the base recipes differ, each as its release trains: ProgRE without layer drop, HuBERT Base with 0.05
+    assert ModelChoice(model="progre", size="base").config().encoder_layerdrop == 0.0
+    assert ModelChoice(model="hubert", size="base").config().encoder_layerdrop == 0.05
+    # the equal setting is one override, for either model
+    for model in ("progre", "hubert"):
+        for value in ("0.05", "0"):
+            p = load_params(PretrainParams, None, overrides=["size=base", f"model={model}", f"encoder_layerdrop={value}"])
+            assert p.to(ModelChoice).config().encoder_layerdrop == float(value)
+    with pytest.raises(UserError, match=r"pretrain: .*encoder_layerdrop must be in \[0, 1\), got 1.0"):
+        ModelChoice(encoder_layerdrop=1.0).config()
+    with pytest.raises(UserError, match="below the minimum"):
+        load_params(PretrainParams, None, overrides=["encoder_layerdrop=-0.1"])
+    # the layer drop is part of the model config the run spec holds: a changed one starts afresh
+    specs = [RunSpec(ModelChoice(model="hubert", size="base", encoder_layerdrop=v).config(), 100, 0, 50, "c", [])
+             for v in (None, 0.0)]
+    assert differing_settings(specs[0].compatibility(), specs[1].compatibility()) == ["model_config"]
+
+
 def test_a_broken_latest_checkpoint_is_set_aside_and_the_one_before_resumes(phone_shards, phone_labels, tmp_path,
                                                                             monkeypatch):
     labels, pitch = phone_labels

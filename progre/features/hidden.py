@@ -1,7 +1,7 @@
 """Hidden states of a frozen encoder, utterance by utterance: the toolkit's one extractor.
 
 `progre features --kind layer` keeps one state of it (the iteration-2 k-means features, through
-`layer_features.LayerComputer`), `progre pseudo-speakers` the utterance mean of one, and
+`layer_features.LayerComputer`), `progre pseudo-speakers` the utterance means of some layers, and
 `progre evaluate` caches all of them.
 
 Utterances go through the encoder in padded batches (the encoder is padding-invariant). Those longer

@@ -16,9 +16,9 @@ from ..errors import UserError
 from ..io import write_json
 from ..log import logger
 from .checkpoint import CONFIG, WEIGHTS, load_encoder, load_state_dict_checked, write_checkpoint
-from .model_config import ModelConfig, model_config
+from .model_config import ModelConfig
 from .encoder import ProgREEncoder, build_encoder
-from .official import infer_official_overrides, official_to_ours, ours_to_official, unwrap_checkpoint
+from .official import READ_FROM_WEIGHTS, describe_official_config, official_config, official_to_ours, ours_to_official
 
 OFFICIAL_FILE = "model.pt"
 EXPORT_LAYOUTS = ("ours", "official", "transformers")
@@ -52,8 +52,10 @@ def import_official(state_dict: Path, size: str, out: Path) -> ProgREEncoder:
     checkpoint with a "model" entry, or the file the release's MindSpore conversion script writes)
     into our encoder of `size` and write it into the folder `out`.
 
-    Which branches exist, the CNN's normalisation and the LayerNorm after the speaker subtraction
-    (`sub_spk_norm`) are read from the tensor names.
+    Every config value the tensors reveal is read from them (`official.official_config`: the branches,
+    the CNN's normalisation, channels and kernels, the width, layers, FFN, position conv, branch sizes and
+    the LayerNorm after the speaker subtraction); the others are the `size` preset's. Both lists are
+    logged, and config.json records the assumed values under "assumed".
     """
     state_dict = Path(state_dict)
     if not state_dict.is_file():
@@ -69,22 +71,20 @@ def import_official(state_dict: Path, size: str, out: Path) -> ProgREEncoder:
                         f"torch.save(torch.load(path, weights_only=False)['model'], 'weights.pt')") from None
     except Exception as exc:  # not a PyTorch file at all
         raise UserError(f"cannot read {state_dict} as a PyTorch file ({_first_line(exc)})") from None
-    names = set(unwrap_checkpoint(obj))
-    has_pitch = any(n.startswith("pitch_encoder.") for n in names)
-    has_speaker = any(n.startswith("encoder.astp.") for n in names)
     source = f"{state_dict} (read as a {size} model)"
     try:
-        config = model_config(size, "progre", pitch_branch=has_pitch, speaker_branch=has_speaker,
-                              **infer_official_overrides(obj))
-    except ValueError as exc:  # e.g. sub_spk_norm without the speaker branch
+        config, assumed = official_config(obj, size)
+    except UserError as exc:
         raise UserError(f"{source}: {exc}") from None
+    logger.info("%s: %s", state_dict, describe_official_config(config, assumed, size))
     encoder = build_encoder(config)
     try:
         ours = official_to_ours(obj, encoder.state_dict())
     except UserError as exc:
         raise UserError(f"{source}: {exc}") from None
     load_state_dict_checked(encoder, ours, source)
-    write_checkpoint(out, encoder, extra={"imported_from": str(state_dict), "size": size})
+    write_checkpoint(out, encoder, extra={"imported_from": str(state_dict), "size": size,
+                                          "read_from_weights": list(READ_FROM_WEIGHTS), "assumed": assumed})
     return encoder.eval()
 
 

@@ -76,8 +76,9 @@ class ModelConfig:
     """False as in the release: the speaker output is detached before it is subtracted."""
     speaker_norm: bool = False
     """A LayerNorm after the speaker subtraction, before layer `speaker_layer` + 1: the release's
-    MindSpore `spk_norm` (`sub_spk_norm` in its converted Large checkpoint). Its Base has none: the
-    Base config sets `spk_norm: True`, but the code never passes it to the encoder."""
+    MindSpore `spk_norm` (module `encoder.spk_norm_layer`, Large only; its README loader calls it
+    `sub_spk_norm`). Its Base has none: the Base config sets `spk_norm: True`, but the code never
+    passes it to the encoder."""
 
     def __post_init__(self) -> None:
         self.conv_feature_layers = [tuple(int(v) for v in layer) for layer in self.conv_feature_layers]

@@ -1,6 +1,8 @@
 """Weight-name conversion between our encoder and other layouts: the official ProgRE release
 (fairseq-style, `tests/data/official-base-state-dict.tsv`, and the file its MindSpore-to-PyTorch
-script `migrating/chkp_conversion.py` writes), torchaudio's HuBERT and transformers' `HubertModel`.
+script `migrating/chkp_conversion.py` writes), torchaudio's HuBERT and transformers' `HubertModel`;
+and the model config a release file's tensors reveal (`official_config`), with the values they do not reveal
+named.
 
 Name tables are pairs of templates, one per layout. A placeholder {i} is a layer index, {w} a
 parameter or buffer name; {k-1} on one side is {k} minus one (the release numbers its pitch blocks
@@ -17,6 +19,7 @@ import torch
 from torch import Tensor
 
 from ..errors import UserError
+from .model_config import SIZES, ModelConfig, model_config
 
 # (official, ours)
 OFFICIAL_NAMES: list[tuple[str, str]] = [
@@ -42,11 +45,15 @@ OFFICIAL_NAMES: list[tuple[str, str]] = [
     ("encoder.astp.linear2.weight", "speaker_branch.attention_score.weight"),
     ("encoder.astp.out.{w}", "speaker_branch.out.{w}"),
     ("encoder.astp.layer_norm.{w}", "speaker_branch.layer_norm.{w}"),
-    # the LayerNorm after the speaker subtraction (MindSpore `spk_norm`, Large only). The release publishes
-    # no PyTorch name for it, only a loader that looks for "sub_spk_norm": we write the first name, read both
+    # the LayerNorm after the speaker subtraction (Large only): the MindSpore encoder's attribute
+    # `spk_norm_layer` (progre_encoder.py), which the conversion script's renaming (drop "acc_net.") makes
+    # encoder.spk_norm_layer. The release's PyTorch model has no such module; its README loader looks for
+    # "sub_spk_norm" instead. We write the first name and read all three, with MindSpore's gamma/beta too
+    ("encoder.spk_norm_layer.{w}", "speaker_norm.{w}"),
     ("encoder.sub_spk_norm.{w}", "speaker_norm.{w}"),
     ("sub_spk_norm.{w}", "speaker_norm.{w}"),
 ]
+_SPEAKER_NORM_NAMES = re.compile(r"(encoder\.spk_norm_layer|(encoder\.)?sub_spk_norm)\.(gamma|beta)\Z")
 # fairseq's "layer_norm" extractor (HuBERT Large): LayerNorm inside (transpose, norm, transpose) at index 2
 OFFICIAL_LAYER_NORM_CNN = ("feature_extractor.conv_layers.{i}.2.1.{w}", "feature_extractor.conv_layers.{i}.norm.{w}")
 
@@ -170,36 +177,15 @@ def official_to_ours(state_dict: Mapping[str, Any], expected: Mapping[str, Tenso
     Training heads are dropped; unknown names, two tensors for one name and shapes that cannot be
     fitted are a UserError. Missing or surplus names are left to the strict load that follows.
     """
-    state_dict = unwrap_checkpoint(state_dict)
-    rules = _compile([OFFICIAL_LAYER_NORM_CNN] + OFFICIAL_NAMES)
-    out: dict[str, Tensor] = {}
-    sources: dict[str, str] = {}
-    unknown, twice, misfits = [], [], []
-    for name, tensor in state_dict.items():
-        if _OFFICIAL_HEADS.match(name):
-            continue
-        if not isinstance(tensor, Tensor):
-            raise UserError(f"{name} is a {type(tensor).__name__}, not a tensor")
-        ours = _rename(_mindspore_norm_names(name), rules)
-        if ours is None:
-            unknown.append(name)
-            continue
-        if ours in out:
-            twice.append(f"{sources[ours]} and {name}")
-            continue
-        sources[ours] = name
-        out[ours] = tensor
+    out, sources, problems = _renamed(state_dict)
+    misfits = []
+    for ours, tensor in out.items():
         if ours in expected:
             fitted = _fit_shape(tensor, expected[ours].shape)
             if fitted is None:
-                misfits.append(f"{name} {tuple(tensor.shape)} (the model's: {tuple(expected[ours].shape)})")
+                misfits.append(f"{sources[ours]} {tuple(tensor.shape)} (the model's: {tuple(expected[ours].shape)})")
             else:
                 out[ours] = fitted
-    problems = []
-    if unknown:
-        problems.append(f"unexpected tensors for the official ProgRE layout: {name_listing(unknown)}")
-    if twice:
-        problems.append(f"two tensors for one weight: {name_listing(twice, 3)}")
     if misfits:
         problems.append(f"shapes that do not fit the model, even without unit axes or transposed: "
                         f"{name_listing(misfits, 3)}")
@@ -214,12 +200,44 @@ def official_to_ours(state_dict: Mapping[str, Any], expected: Mapping[str, Tenso
     return out
 
 
+def _renamed(state_dict: Mapping[str, Any]) -> tuple[dict[str, Tensor], dict[str, str], list[str]]:
+    """The tensors of a release state dict under our names (training heads dropped, shapes as they
+    are), the release name of each, and the problems found: unknown names, two tensors for one weight."""
+    state_dict = unwrap_checkpoint(state_dict)
+    rules = _compile([OFFICIAL_LAYER_NORM_CNN] + OFFICIAL_NAMES)
+    out: dict[str, Tensor] = {}
+    sources: dict[str, str] = {}
+    unknown, twice = [], []
+    for name, tensor in state_dict.items():
+        if _OFFICIAL_HEADS.match(name):
+            continue
+        if not isinstance(tensor, Tensor):
+            raise UserError(f"{name} is a {type(tensor).__name__}, not a tensor")
+        ours = _rename(_mindspore_norm_names(name), rules)
+        if ours is None:
+            unknown.append(name)
+        elif ours in out:
+            twice.append(f"{sources[ours]} and {name}")
+        else:
+            sources[ours] = name
+            out[ours] = tensor
+    problems = []
+    if unknown:
+        problems.append(f"unexpected tensors for the official ProgRE layout: {name_listing(unknown)}")
+    if twice:
+        problems.append(f"two tensors for one weight: {name_listing(twice, 3)}")
+    return out, sources, problems
+
+
 def _mindspore_norm_names(name: str) -> str:
-    """The release's README loader renames `beta` to `bias` in `sub_spk_norm` names (a MindSpore name
-    its Large conversion left); `gamma` is the matching weight."""
-    if "sub_spk_norm." not in name:
+    """MindSpore's LayerNorm names its weight `gamma` and its bias `beta`. The conversion script's name
+    table turns them into weight and bias, but has no entry for the speaker norm (Base has none), and the
+    release's README loader renames only `beta` to `bias` in `sub_spk_norm` names: for the speaker
+    norm's names we read gamma and beta as weight and bias."""
+    found = _SPEAKER_NORM_NAMES.match(name)
+    if found is None:
         return name
-    return re.sub(r"\.beta\Z", ".bias", re.sub(r"\.gamma\Z", ".weight", name))
+    return name[:found.start(3)] + ("weight" if found.group(3) == "gamma" else "bias")
 
 
 def _fit_shape(tensor: Tensor, shape: torch.Size) -> Optional[Tensor]:
@@ -254,18 +272,138 @@ def ours_to_official(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-def infer_official_overrides(state_dict: Mapping[str, Tensor]) -> dict[str, Any]:
-    """Config fields that a release state dict fixes beyond its size preset: the CNN's normalisation
-    and the LayerNorm after the speaker subtraction."""
-    names = set(unwrap_checkpoint(state_dict))
-    overrides: dict[str, Any] = {}
-    if "feature_extractor.conv_layers.1.2.1.weight" in names:
-        overrides["extractor_mode"] = "layer_norm"
-    elif "feature_extractor.conv_layers.0.2.weight" in names:
-        overrides["extractor_mode"] = "default"
-    if any("sub_spk_norm." in name for name in names):
-        overrides["speaker_norm"] = True
-    return overrides
+READ_FROM_WEIGHTS = (
+    "pitch_branch", "speaker_branch", "speaker_norm", "extractor_mode", "conv_bias", "conv_feature_layers",
+    "encoder_embed_dim", "encoder_layers", "encoder_ffn_embed_dim", "conv_pos", "conv_pos_groups", "pitch_channels",
+    "pitch_kernel", "pitch_gru_hidden", "speaker_bottleneck",
+)
+"""Config fields a release file's tensors reveal (by their names or shapes); of `conv_feature_layers` only
+the channels and kernels: the strides have no weights."""
+ASSUMED_SHAPING = ("conv_strides", "encoder_attention_heads", "layer_norm_first", "normalize", "speaker_layer")
+"""What the tensors do not reveal and the hidden states depend on, taken from the size preset: the conv
+strides (no weights), the head count (q/k/v are (D, D) for any head count), where the LayerNorms sit (pre-
+and post-LN have the same tensors), the waveform normalisation (no weights) and the layer the speaker branch
+reads (the names carry no layer index: `encoder.astp` is one module beside the layer list)."""
+ASSUMED_TRAINING = ("feature_grad_mult", "dropout", "attention_dropout", "activation_dropout", "dropout_input",
+                    "encoder_layerdrop", "speaker_grad_through")
+"""Training-only values, taken from the size preset: they change no hidden state of the imported encoder,
+only how further training would run."""
+
+
+def official_config(state_dict: Mapping[str, Any], size: str,
+                    **assume: Any) -> tuple[ModelConfig, dict[str, Any]]:
+    """The config of the model a release state dict holds, and the values assumed for it.
+
+    Every field in `READ_FROM_WEIGHTS` is read from the tensors; the others come from the `size` preset
+    (of ProgRE, or of HuBERT when the file has neither branch), or from `assume`, which replaces preset
+    values the tensors do not reveal. Returns (config, assumed): `assumed` maps each unrevealed value
+    (`ASSUMED_SHAPING`, then `ASSUMED_TRAINING`; `conv_strides` is the stride list) to what was taken.
+    A file whose width or layer count is not the preset's is a UserError (naming the size it fits, if
+    one does): the unrevealed values of one size do not hold for another.
+    """
+    clash = sorted(set(assume) & set(READ_FROM_WEIGHTS))
+    if clash:
+        raise UserError(f"{', '.join(clash)}: read from the weights, not assumed")
+    renamed, _, problems = _renamed(state_dict)
+    if problems:
+        raise UserError("; ".join(problems))
+    revealed = _read_config_fields(renamed)
+    kind = "progre" if revealed["pitch_branch"] or revealed["speaker_branch"] else "hubert"
+    try:
+        preset = model_config(size, kind, **assume)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"the values assumed: {exc}") from None
+    wrong = _size_mismatch(revealed, preset, size)
+    if wrong:
+        raise UserError(wrong)
+    strides = [stride for _, _, stride in preset.conv_feature_layers]
+    cnn = revealed.pop("conv_feature_layers")
+    if len(cnn) != len(strides):
+        raise UserError(f"the weights have {len(cnn)} conv layers, the {size} preset {len(strides)}: "
+                        f"their strides are not known (the strides have no weights)")
+    revealed["conv_feature_layers"] = [(channels, kernel, stride) for (channels, kernel), stride in zip(cnn, strides)]
+    fields = preset.to_dict() | revealed
+    try:
+        config = ModelConfig.from_dict(fields)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    assumed: dict[str, Any] = {"conv_strides": strides}
+    for name in ASSUMED_SHAPING[1:] + ASSUMED_TRAINING:
+        if name in ("speaker_layer", "speaker_grad_through") and not config.speaker_branch:
+            continue
+        assumed[name] = getattr(config, name)
+    return config, assumed
+
+
+def describe_official_config(config: ModelConfig, assumed: dict[str, Any], size: str) -> str:
+    """One line: what `official_config` read from the weights and what it assumed."""
+    read = []
+    for name in READ_FROM_WEIGHTS:
+        value = getattr(config, name)
+        if name == "conv_feature_layers":
+            value = " ".join(f"{channels}x{kernel}" for channels, kernel, _ in value)  # channels x kernel
+        read.append(f"{name} {value}")
+    shaping = [f"{name} {value}" for name, value in assumed.items() if name not in ASSUMED_TRAINING]
+    training = [f"{name} {value}" for name, value in assumed.items() if name in ASSUMED_TRAINING]
+    return (f"read from the weights: {', '.join(read)}; not in the weights, assumed as the {size} preset's: "
+            f"{', '.join(shaping)}; training only, also the preset's: {', '.join(training)}")
+
+
+def _read_config_fields(renamed: Mapping[str, Tensor]) -> dict[str, Any]:
+    """The `READ_FROM_WEIGHTS` fields from tensors under our names (MindSpore's shapes allowed: conv weights
+    with a unit axis; widths are read from 1-D tensors where one exists, so a transposed matrix does not
+    mislead). `conv_feature_layers` holds (channels, kernel) pairs here."""
+    def shape(name: str) -> tuple[int, ...]:
+        if name not in renamed:
+            official = _rename(name, _compile([OFFICIAL_LAYER_NORM_CNN] + OFFICIAL_NAMES, reverse=True))
+            raise UserError(f"cannot read the model's shape: the weights have no {official or name}")
+        return tuple(renamed[name].shape)
+
+    def indices(pattern: str) -> list[int]:
+        found = re.compile(pattern)
+        return sorted({int(m.group(1)) for m in map(found.match, renamed) if m})
+
+    config: dict[str, Any] = {
+        "pitch_branch": any(n.startswith("pitch_branch.") for n in renamed),
+        "speaker_branch": any(n.startswith("speaker_branch.") for n in renamed),
+        "speaker_norm": any(n.startswith("speaker_norm.") for n in renamed),
+        # fairseq's "default" extractor normalises the first block only; "layer_norm" every block
+        "extractor_mode": "layer_norm" if "feature_extractor.conv_layers.1.norm.weight" in renamed else "default",
+        "conv_bias": "feature_extractor.conv_layers.0.conv.bias" in renamed,
+    }
+    config["conv_feature_layers"] = [
+        (shape(f"feature_extractor.conv_layers.{i}.conv.weight")[0], shape(f"feature_extractor.conv_layers.{i}.conv.weight")[-1])
+        for i in indices(r"feature_extractor\.conv_layers\.(\d+)\.conv\.weight\Z")]
+    if not config["conv_feature_layers"]:
+        shape("feature_extractor.conv_layers.0.conv.weight")  # the one-line error
+    width = shape("transformer.layer_norm.weight")[0]
+    config["encoder_embed_dim"] = width
+    config["encoder_layers"] = len(indices(r"transformer\.layers\.(\d+)\."))
+    config["encoder_ffn_embed_dim"] = shape("transformer.layers.0.fc1.bias")[0]
+    weight_v = shape("transformer.pos_conv.weight_v")  # (D, D / groups, [1,] kernel)
+    config["conv_pos"] = weight_v[-1]
+    config["conv_pos_groups"] = width // weight_v[1]
+    if config["pitch_branch"]:
+        config["pitch_channels"] = shape("pitch_branch.blocks.0.conv.bias")[0]
+        config["pitch_kernel"] = shape("pitch_branch.blocks.0.conv.weight")[-1]
+        config["pitch_gru_hidden"] = shape("pitch_branch.gru.bias_hh_l0")[0] // 3  # a GRU's three gates
+    if config["speaker_branch"]:
+        config["speaker_bottleneck"] = shape("speaker_branch.attention_hidden.weight")[0]  # (B, D, 1[, 1])
+    return config
+
+
+def _size_mismatch(revealed: dict[str, Any], preset: ModelConfig, size: str) -> Optional[str]:
+    """A message when the weights' width or layer count is not `preset`'s, else None."""
+    def describe(layers: int, width: int) -> str:
+        return f"{layers} transformer layers of width {width}"
+
+    got = (revealed["encoder_layers"], revealed["encoder_embed_dim"])
+    if got == (preset.encoder_layers, preset.encoder_embed_dim):
+        return None
+    fits = [s for s in SIZES if (model_config(s, "progre").encoder_layers, model_config(s, "progre").encoder_embed_dim) == got]
+    hint = f"; they are a {fits[0]} model's" if fits else ""
+    return (f"the weights do not fit the model: {describe(*got)}, where the {size} preset has "
+            f"{describe(preset.encoder_layers, preset.encoder_embed_dim)}{hint}")
 
 
 def torchaudio_hubert_to_ours(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:

@@ -45,6 +45,9 @@ class ModelChoice:
                                   choices=("corpus", "pseudo"))
     feature_grad_mult: float = setting(0.1, "gradient scale of the CNN feature encoder (fairseq's "
                                             "feature_grad_mult)", min=0.0)
+    encoder_layerdrop: float | None = setting(None, "probability of skipping each transformer layer in a training "
+                                                    "step (null: the size preset's; base: 0 for ProgRE, 0.05 for "
+                                                    "HuBERT, as each release trains)", min=0.0)
     init: str | None = setting(None, "continued pretraining: start the encoder from this model (a checkpoint or "
                                      "run folder, an export, or a release checkpoint imported by `progre "
                                      "import-official`) of the same size and kind; the training heads, optimiser "
@@ -52,7 +55,7 @@ class ModelChoice:
 
     def config(self) -> ModelConfig:
         overrides: dict[str, Any] = {"feature_grad_mult": self.feature_grad_mult}
-        for name in ("pitch_branch", "speaker_branch", "speaker_layer"):
+        for name in ("pitch_branch", "speaker_branch", "speaker_layer", "encoder_layerdrop"):
             if getattr(self, name) is not None:
                 overrides[name] = getattr(self, name)
         overrides["speaker_grad_through"] = self.speaker_grad_through
