@@ -176,6 +176,20 @@ class NodeOnly(importlib.abc.MetaPathFinder):
         raise ModuleNotFoundError(f"No module named {top!r} on the GPU node", name=top)
 
 
+real_from_name = importlib.metadata.Distribution.from_name.__func__
+
+
+def from_name(cls, name):
+    # a package may look up another's metadata before importing it (torchmetrics asks for `regex`, which
+    # transformers brings here): what the node lacks must be absent from the metadata too
+    normal = re.sub(r"[-_.]+", "-", name).lower()
+    if normal not in allowed and normal not in ("progre", "faiss-cpu", "faiss-gpu"):
+        hidden.add(f"{name} (metadata)")
+        raise importlib.metadata.PackageNotFoundError(name)
+    return real_from_name(cls, name)
+
+
+importlib.metadata.Distribution.from_name = classmethod(from_name)
 sys.meta_path.insert(0, NodeOnly())
 for name in modules + third_party:
     module = importlib.import_module(name)
