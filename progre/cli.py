@@ -18,7 +18,8 @@ import typer
 
 from . import config
 from .errors import UserError
-from .log import console, setup_logging
+from .io import describe_error
+from .log import console, logger, setup_logging
 
 app = typer.Typer(
     add_completion=False,
@@ -302,15 +303,39 @@ def import_official(
 
 
 def main() -> None:
-    """Console entry point: user errors become one line on stderr and exit status 2."""
+    """Console entry point: user errors become one line on stderr and exit status 2. So do the errors
+    of the file system and of reading files that no reader turned into a UserError (`environment_error`)."""
     try:
         app()  # standalone mode: usage errors are printed by Typer and exit with status 2
     except UserError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        _fail(str(exc))
     except KeyboardInterrupt:
         console.print("[bold red]interrupted[/]: rerun the same command to resume")
         sys.exit(130)
+    except Exception as exc:
+        message = environment_error(exc)
+        if message is None:
+            raise
+        logger.debug("the error above came from here", exc_info=exc)  # --verbose shows where
+        _fail(message)
+
+
+def _fail(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    sys.exit(2)
+
+
+def environment_error(exc: BaseException) -> str | None:
+    """One line for an error of the file system (an OSError: it names its file) or of reading a file
+    (pyarrow's ArrowInvalid, a UnicodeDecodeError); None for anything else, which is a bug."""
+    if isinstance(exc, OSError):
+        files = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+        return f"{files}: {exc.strerror or exc}" if files else f"{exc.strerror or exc}"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"a file is not UTF-8 text ({describe_error(exc)}); rerun with --verbose to see which"
+    if type(exc).__name__ == "ArrowInvalid":
+        return f"a table cannot be read ({describe_error(exc)}); rerun with --verbose to see which"
+    return None
 
 
 if __name__ == "__main__":

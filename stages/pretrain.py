@@ -29,7 +29,7 @@ def run(p: PretrainParams, out: Path, shards: Path, labels: Path, pitch: Path | 
     corpus = Shards(shards)
     label_set = read_labels(labels)
     pitch_store = open_pitch_store(pitch, corpus) if pitch is not None else None
-    speaker_ids = read_speakers(speakers) if speakers is not None else None
+    speaker_ids = read_speakers(speakers, corpus) if speakers is not None else None
     dist = init_distributed()
     # rank 0 owns the run folder (the others write nothing into it)
     folder = run_folder(out, "pretrain", inputs=[shards, labels, pitch, speakers]) if dist.is_main else nullcontext()
