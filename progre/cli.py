@@ -72,7 +72,8 @@ ParamsOpt = typer.Option(None, "--params", help="params.yaml to read (default: .
 SetOpt = typer.Option(None, "--set", "-s", help="override a parameter of this stage: KEY=VALUE (repeatable); "
                                                 "`progre params SECTION` lists them")
 OverwriteOpt = typer.Option(False, "--overwrite", help="replace the output folder if it exists (only a folder that "
-                                                      "progre wrote; never one holding an input)")
+                                                      "this command wrote; never one holding an input or a file "
+                                                      "you put there)")
 
 
 def _params_file(path: Optional[Path]) -> Optional[Path]:
@@ -238,7 +239,8 @@ def evaluate(
     pitch: Optional[Path] = typer.Option(None, help="pitch feature folder (computed on the fly if omitted)"),
     task: Optional[list[str]] = typer.Option(None, "--task", help="run only these tasks (repeatable)"),
     name: Optional[str] = typer.Option(None, help="upstream name shown in the report"),
-    cache: Path = typer.Option(Path(".cache/hidden"), help="hidden-state cache folder"),
+    cache: Path = typer.Option(Path(".cache/hidden"), help="hidden-state cache folder (new, empty or an earlier "
+                                                           "cache; never inside an input)"),
     params: Optional[Path] = ParamsOpt,
     set_: Optional[list[str]] = SetOpt,
     overwrite: bool = OverwriteOpt,

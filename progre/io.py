@@ -117,8 +117,12 @@ def atomic_dir(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
 def make_work_folder(path: Path) -> Path:
     """A new work folder beside `path` (WORK_OWNER in it first), with the empty folder ``new/`` to build in."""
     work = Path(tempfile.mkdtemp(prefix=work_prefix(path), dir=path.parent))
-    (work / WORK_OWNER).write_text(f"a temporary folder of progre, for {path.name}\n")
-    (work / "new").mkdir()
+    try:
+        (work / WORK_OWNER).write_text(f"a temporary folder of progre, for {path.name}\n")
+        (work / "new").mkdir()
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)  # made just now, by this process
+        raise
     return work
 
 

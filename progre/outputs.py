@@ -23,6 +23,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -45,6 +46,9 @@ DISK_FULL_TEXTS = ("no space left on device", "os error 28", "disk quota exceede
 FULL_BELOW_BYTES = 1 << 20
 """A failed write with less free space than this on the output's disk is put down to a full disk
 (libsndfile says only "System error.")."""
+LOCK_NAME = re.compile(r"^\.(?P<target>.+)\.lock$")
+EARLIER_TEMPORARY_NAME = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp$")
+"""The temporary names of versions before the work folders (``.<name>.<random>.tmp``)."""
 COPY_SLACK_SECONDS = 1.0
 """A file changed this long after its folder's marker counts as added later (by the user): a checkout or
 copy of a whole output folder takes less."""
@@ -243,8 +247,9 @@ def run_folder(out: str | Path, command: str, *, inputs: Iterable[Path | None] =
         existed = out.exists()
         with environment_errors(out):
             out.mkdir(parents=True, exist_ok=True)
-            if rank is None:
-                remove_leftovers(out)
+            if rank is None:  # what killed runs left inside: work folders (`model/` being written), files
+                for line in recover_work_folders(out):
+                    (logger.warning if line.startswith(("restored", "kept")) else logger.info)("%s", line)
                 for leftover in remove_work_files(out):
                     logger.info("removed %s, left by a run that was killed", leftover)
             write_json(out / MARKER, {"written_by": f"progre {command}"})
@@ -276,10 +281,10 @@ def check_cache_folder(cache: str | Path, inputs: Iterable[Path | None], is_entr
     check_not_an_input(cache, inputs, "--cache")
 
     def ours(name: str) -> bool:
-        work = WORK_NAME.match(name)
-        target = work["target"] if work else name[1:-len(".lock")] if name.startswith(".") and name.endswith(
-            ".lock") else name
-        return is_entry(target)
+        for form in (WORK_NAME, LOCK_NAME, EARLIER_TEMPORARY_NAME):
+            if match := form.match(name):
+                return is_entry(match["target"])
+        return is_entry(name)
 
     foreign = sorted(p.name for p in cache.iterdir() if not ours(p.name)) if cache.is_dir() else []
     if foreign:

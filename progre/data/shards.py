@@ -11,6 +11,9 @@ serves
   through webdataset's `WebDataset` pipeline, optionally split across ranks;
 - random access (`read_audio`): one utterance's FLAC bytes read at the offset the index records.
 
+A damaged folder (an index that cannot be read, a tar shorter than its index says or cut mid-block, a
+member that does not read) is a one-line error naming the file, when the folder is opened where it can.
+
 Random access does not use `wids`: on the same shards it was no faster (1.02x, FLAC decoding
 dominates; `bench/reader.py`), and its dataset writes lock files into the shard folder (an input of
 every later stage) or copies the shards to /tmp. Audio is decoded with soundfile: webdataset's own
