@@ -170,7 +170,7 @@ class Case:
 
 def shard_case(x: Inputs, *more: str, corpus: Optional[Path] = None, intact: Optional[list] = None) -> Case:
     corpus = corpus or x.corpus
-    return Case(["shard", str(corpus), *more], [corpus] if intact is None else intact)
+    return Case(["shard", str(corpus), *more, *ONE_WORKER], [corpus] if intact is None else intact)
 
 
 def pretrain_args(x: Inputs, out: Path, *more: str, labels: Optional[Path] = None) -> list[str]:
@@ -182,6 +182,7 @@ def phone_inputs(x: Inputs) -> list[Path]:
     return [x.phone_shards, x.labels, x.pitch]
 
 
+ONE_WORKER = ["--set", "workers=1"]  # no process pool to start
 ALL_REJECTED = "--set max_seconds=0.03".split()  # every utterance is longer: the run fails after its start
 
 
@@ -423,7 +424,7 @@ def _names_that_gave_one_key(x):
                         "clip.mp3": "clip=2Emp3", "clip.ogg": "clip_ogg", "clip_mp3.wav": "clip_mp3"}
         assert not pq.read_table(x.tmp / "o" / "rejects.parquet").num_rows
 
-    return Case(["shard", str(corpus), "--out", str(x.tmp / "o")], [corpus], after=distinct, code=0)
+    return Case(["shard", str(corpus), "--out", str(x.tmp / "o"), *ONE_WORKER], [corpus], after=distinct, code=0)
 
 
 def _broken_link_and_unreadable_folder(x):
@@ -459,7 +460,7 @@ def _overwrite_through_a_link(x):
         assert pq.read_table(x.shards / "index.parquet").column("source")[0].as_py().startswith(str(x.corpus))
         assert sorted(p.name for p in x.tmp.iterdir() if p.name.startswith(".")) == [".shards.lock"]
 
-    return Case(["shard", str(x.corpus), "--out", str(link), "--overwrite"], [x.corpus], code=0,
+    return Case(["shard", str(x.corpus), "--out", str(link), "--overwrite", *ONE_WORKER], [x.corpus], code=0,
                 after=replaced_through_the_link)
 
 
@@ -767,7 +768,8 @@ def test_an_unwritable_or_full_output_is_one_line(tmp_path, monkeypatch, capsys)
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "o" / "train-000000.tar"))
 
     monkeypatch.setattr(sharding.TarShardWriter, "write", full)
-    code, stderr = run_cli(monkeypatch, capsys, tmp_path, "shard", str(corpus), "--out", str(tmp_path / "o"))
+    code, stderr = run_cli(monkeypatch, capsys, tmp_path, "shard", str(corpus), "--out", str(tmp_path / "o"),
+                           *ONE_WORKER)
     assert code == 2 and stderr.strip().splitlines()[-1].startswith(f"error: cannot write {tmp_path / 'o'}: "
                                                                      f"the disk is full")
     assert not (tmp_path / "o").exists() and not list(tmp_path.glob(".o.progre-work-*"))
@@ -777,7 +779,8 @@ def test_an_unwritable_or_full_output_is_one_line(tmp_path, monkeypatch, capsys)
         raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path))
 
     monkeypatch.setattr("tempfile.mkdtemp", forbidden)
-    code, stderr = run_cli(monkeypatch, capsys, tmp_path, "shard", str(corpus), "--out", str(tmp_path / "o"))
+    code, stderr = run_cli(monkeypatch, capsys, tmp_path, "shard", str(corpus), "--out", str(tmp_path / "o"),
+                           *ONE_WORKER)
     assert code == 2 and "cannot write" in stderr and "Permission denied" in stderr
 
 
