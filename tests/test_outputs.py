@@ -25,7 +25,7 @@ import soundfile as sf
 
 from progre import cli as cli_module
 from progre import outputs
-from progre.config import PretrainParams, ShardParams, SpeakersParams
+from progre.config import ShardParams, SpeakersParams
 from progre.io import WORK_OWNER
 from progre.outputs import MARKER, output_folder
 from stages import shard as shard_stage
@@ -166,6 +166,8 @@ class Case:
     after: Optional[Callable[[], None]] = None
     """More checks after the run (what a case that now succeeds does)."""
     code: int = 2
+    held: list = field(default_factory=list)
+    """Files whose locks another process holds during the run."""
 
 
 def shard_case(x: Inputs, *more: str, corpus: Optional[Path] = None, intact: Optional[list] = None) -> Case:
@@ -259,15 +261,16 @@ def _every_file_bad(x):
 
 
 def _shard_while_locked(x):
-    hold_lock(x, x.shards)
-    return shard_case(x, "--out", str(x.shards), "--overwrite", intact=[x.corpus, x.shards])
+    case = shard_case(x, "--out", str(x.shards), "--overwrite", intact=[x.corpus, x.shards])
+    case.held.append(hold_lock(x.shards))
+    return case
 
 
-def hold_lock(x: Inputs, out: Path) -> None:
-    """Another process holds the lock of the output `out` (for the rest of the test)."""
+def hold_lock(out: Path):
+    """The lock of the output `out`, held as another process would hold it (closing the file releases it)."""
     lock = open(out.parent / f".{out.name}.lock", "a")
     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    x.monkeypatch.setattr(outputs, "_held_by_the_test", lock, raising=False)  # closed with the test
+    return lock
 
 
 def _pretrain_into_foreign(x):
@@ -355,8 +358,9 @@ def _overwrite_with_a_user_file_inside(x):
 def _two_names_one_lock(x):
     link = x.tmp / "link"
     link.symlink_to(x.shards)
-    hold_lock(x, x.shards)
-    return shard_case(x, "--out", str(link), "--overwrite", intact=[x.corpus, x.shards, link])
+    case = shard_case(x, "--out", str(link), "--overwrite", intact=[x.corpus, x.shards, link])
+    case.held.append(hold_lock(x.shards))
+    return case
 
 
 def _speakers_of_another_corpus(x):
@@ -687,9 +691,8 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(case, inputs, monkeypa
     try:
         code, stderr = run_cli(monkeypatch, capsys, run.cwd or inputs.tmp, *run.args)
     finally:
-        held = getattr(outputs, "_held_by_the_test", None)
-        if held is not None:
-            held.close()
+        for lock in run.held:
+            lock.close()
     lines = stderr.strip().splitlines()
     assert code == run.code, stderr
     assert "Traceback" not in stderr

@@ -408,8 +408,8 @@ def _check_parquet_types(path: Path, schema: pa.Schema) -> None:
     def listed(t: pa.DataType, ok) -> bool:
         return pa.types.is_null(t) or ((pa.types.is_list(t) or pa.types.is_large_list(t)) and ok(t.value_type))
 
-    for field in schema:
-        t, name = field.type, field.name
+    for column in schema:
+        t, name = column.type, column.name
         if name == "path":
             good, expected = text(t), "text"
         elif name in TEXT_COLUMNS:
