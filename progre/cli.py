@@ -18,7 +18,8 @@ import typer
 
 from . import config
 from .errors import UserError
-from .log import console, setup_logging
+from .io import describe_error
+from .log import console, logger, setup_logging
 
 app = typer.Typer(
     add_completion=False,
@@ -77,7 +78,8 @@ ParamsOpt = typer.Option(None, "--params", help="params.yaml to read (default: .
 SetOpt = typer.Option(None, "--set", "-s", help="override a parameter of this stage: KEY=VALUE (repeatable); "
                                                 "`progre params SECTION` lists them")
 OverwriteOpt = typer.Option(False, "--overwrite", help="replace the output folder if it exists (only a folder that "
-                                                      "progre wrote; never one holding an input)")
+                                                      "this command wrote; never one holding an input or a file "
+                                                      "you put there)")
 
 
 def _params_file(path: Optional[Path]) -> Optional[Path]:
@@ -248,7 +250,8 @@ def evaluate(
     pitch: Optional[Path] = typer.Option(None, help="pitch feature folder (computed on the fly if omitted)"),
     task: Optional[list[str]] = typer.Option(None, "--task", help="run only these tasks (repeatable)"),
     name: Optional[str] = typer.Option(None, help="upstream name shown in the report"),
-    cache: Path = typer.Option(Path(".cache/hidden"), help="hidden-state cache folder"),
+    cache: Path = typer.Option(Path(".cache/hidden"), help="hidden-state cache folder (new, empty or an earlier "
+                                                           "cache; never inside an input)"),
     params: Optional[Path] = ParamsOpt,
     set_: Optional[list[str]] = SetOpt,
     overwrite: bool = OverwriteOpt,
@@ -320,15 +323,39 @@ def import_official(
 
 
 def main() -> None:
-    """Console entry point: user errors become one line on stderr and exit status 2."""
+    """Console entry point: user errors become one line on stderr and exit status 2. So do the errors
+    of the file system and of reading files that no reader turned into a UserError (`environment_error`)."""
     try:
         app()  # standalone mode: usage errors are printed by Typer and exit with status 2
     except UserError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        _fail(str(exc))
     except KeyboardInterrupt:
         console.print("[bold red]interrupted[/]: rerun the same command to resume")
         sys.exit(130)
+    except Exception as exc:
+        message = environment_error(exc)
+        if message is None:
+            raise
+        logger.debug("the error above came from here", exc_info=exc)  # --verbose shows where
+        _fail(message)
+
+
+def _fail(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    sys.exit(2)
+
+
+def environment_error(exc: BaseException) -> str | None:
+    """One line for an error of the file system (an OSError: it names its file) or of reading a file
+    (pyarrow's ArrowInvalid, a UnicodeDecodeError); None for anything else, which is a bug."""
+    if isinstance(exc, OSError):
+        files = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+        return f"{files}: {exc.strerror or exc}" if files else f"{exc.strerror or exc}"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"a file is not UTF-8 text ({describe_error(exc)}); rerun with --verbose to see which"
+    if type(exc).__name__ == "ArrowInvalid":
+        return f"a table cannot be read ({describe_error(exc)}); rerun with --verbose to see which"
+    return None
 
 
 if __name__ == "__main__":

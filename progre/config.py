@@ -8,13 +8,15 @@ resolve) are declared here. A stage that runs in several iterations reads its se
 overlay section `<section>_iter<N>` with what differs, so DVC can track each iteration's parameters
 separately.
 
-Unknown keys, wrong types and out-of-range values end with a one-line `UserError` that names the key,
-e.g. ``params.yaml: pretrain.lr: expected a number, got 'fast'``.
+Unknown sections and keys, wrong types and out-of-range values end with a one-line `UserError` that
+names them, e.g. ``params.yaml: pretrain.lr: expected a number, got 'fast'`` or ``params.yaml: unknown
+section sahrd (did you mean shard?)``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib
 import re
 from functools import cache
@@ -92,18 +94,28 @@ def build(cls: type[P], values: dict[str, Any], where: str) -> P:
 
 
 def read_params_file(path: str | Path | None) -> dict[str, Any]:
-    """The whole params.yaml as a dict ({} when path is None)."""
+    """The whole params.yaml as a dict ({} when path is None); every top-level name must be a section
+    (`section_names`)."""
     if path is None:
         return {}
     path = Path(path)
     if not path.is_file():
         raise UserError(f"params file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                        f"save it as UTF-8") from None
     except yaml.YAMLError as exc:
         raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping of sections at the top level")
+    names = section_names()
+    for name in data:
+        if not (isinstance(name, str) and re.sub(r"_iter\d+$", "", name) in names):
+            close = difflib.get_close_matches(str(name), names, n=1)
+            raise UserError(f"{path}: unknown section {name}{f' (did you mean {close[0]}?)' if close else ''}; "
+                            f"sections are {', '.join(names)} and their overlays <section>_iter<N>")
     return data
 
 
@@ -193,6 +205,11 @@ def __getattr__(name: str) -> Any:
     if name in LIBRARY_SECTIONS:
         return _library_section(name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def section_names() -> list[str]:
+    """The params sections' names, in stage order (without importing the library)."""
+    return [name for name, _, _ in LIBRARY_SECTIONS.values()]
 
 
 def all_sections() -> dict[str, type[Params]]:

@@ -10,11 +10,11 @@ from progre.config import EvaluateParams
 from progre.data.shards import Shards
 from progre.device import resolve_device
 from progre.downstream.evaluation import EvaluationSettings, evaluate_upstream
-from progre.downstream.upstreams import parse_upstream
+from progre.downstream.upstreams import is_cache_entry, parse_upstream
 from progre.features.store import open_pitch_store
 from progre.io import write_json
 from progre.log import logger
-from progre.outputs import output_folder
+from progre.outputs import check_cache_folder, output_folder
 
 
 def run(p: EvaluateParams, upstream: str, out: Path, shards: Path, pitch: Optional[Path] = None,
@@ -24,7 +24,9 @@ def run(p: EvaluateParams, upstream: str, out: Path, shards: Path, pitch: Option
     settings = p.to(EvaluationSettings)
     corpus = Shards(shards)
     contours = None if pitch is None else open_pitch_store(pitch, corpus)
-    inputs = [shards, pitch, up.checkpoint, cache, p.se_noisy, None if p.se_noise == "demo" else p.se_noise]
+    inputs = [shards, pitch, up.checkpoint, p.se_noisy, None if p.se_noise == "demo" else p.se_noise]
+    check_cache_folder(cache, inputs, is_cache_entry)
+    inputs.append(cache)
     with output_folder(out, "evaluate", overwrite=overwrite, inputs=inputs) as tmp:
         summary = evaluate_upstream(up, corpus, contours, settings, resolve_device(p.device), cache, tmp)
         write_json(tmp / "summary.json", summary)

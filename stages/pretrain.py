@@ -35,7 +35,7 @@ def run(p: PretrainParams, out: Path, shards: Path, labels: Path, pitch: Path | 
         with folder:
             corpus = Shards(shards)
             pitch_store = open_pitch_store(pitch, corpus) if pitch is not None else None
-            speaker_ids = read_speakers(speakers) if speakers is not None else None
+            speaker_ids = read_speakers(speakers, corpus) if speakers is not None else None
             summary = pretrain(corpus, read_labels(labels), pitch_store, speaker_ids, p.to(ModelChoice),
                                p.to(PlanSettings), p.to(TrainRecipe), p.to(RunControl), dist, out)
             if dist.is_main:

@@ -51,6 +51,17 @@ def test_bad_params_end_in_one_line_naming_the_key(tmp_path, text, message):
     assert "\n" not in str(info.value)
 
 
+def test_every_top_level_name_is_a_section_or_its_overlay(tmp_path):
+    path = write(tmp_path, "shard:\n  workers: 1\nsahrd:\n  workers: 2\n")
+    with pytest.raises(UserError, match=r"params.yaml: unknown section sahrd \(did you mean shard\?\)"):
+        load_params(ClusterParams, path)
+    path = write(tmp_path, "cluster_iter3:\n  n_clusters: 7\nreport: {}\n")  # any section's overlay, any N
+    assert load_params(ClusterParams, path, iteration=3).n_clusters == 7
+    path.write_bytes("cluster:\n  n_clusters: 7  # caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(UserError, match=r"params.yaml is not UTF-8 text \(byte 0xe9"):
+        load_params(ClusterParams, path)
+
+
 def test_bad_overrides(tmp_path):
     with pytest.raises(UserError, match="--set nope: unknown key"):
         load_params(SynthParams, None, overrides=["nope=1"])

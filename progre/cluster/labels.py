@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import UserError
+from ..io import reading
 
 SCHEMA = pa.schema([("key", pa.string()), ("split", pa.string()), ("labels", pa.list_(pa.uint16()))])
 FILE = "labels.parquet"
@@ -77,7 +78,8 @@ def read_labels(folder: Path) -> LabelSet:
     path = Path(folder) / FILE if Path(folder).is_dir() else Path(folder)
     if not path.is_file():
         raise UserError(f"{folder} holds no {FILE}; run `progre cluster` first")
-    table = pq.read_table(path)
+    with reading(path, "rerun `progre cluster`"):
+        table = pq.read_table(path)
     raw = (table.schema.metadata or {}).get(b"progre")
     if raw is None:
         raise UserError(f"{path} has no label metadata (label rate, clusters); it was not written by progre cluster")

@@ -28,7 +28,7 @@ from ..errors import UserError
 from ..features.computing import compute_in_batches
 from ..features.hidden import HiddenStateExtractor, layer_state, load_frozen_encoder
 from ..features.mfcc_features import MfccComputer
-from ..io import atomic_path
+from ..io import atomic_path, reading
 from ..log import logger
 from ..settings import setting
 from .kmeans import KMeansModel, fit_kmeans
@@ -102,12 +102,18 @@ def pseudo_speakers(shards: Shards, checkpoint: Path | None, settings: SpeakerSe
     return metrics
 
 
-def read_speakers(folder: Path) -> dict[str, str]:
-    """key -> pseudo-speaker id of a `progre pseudo-speakers` folder."""
+def read_speakers(folder: Path, shards: Shards | None = None) -> dict[str, str]:
+    """key -> pseudo-speaker id of a `progre pseudo-speakers` folder; with `shards`, checked to be of that
+    corpus (the table records the corpus fingerprint)."""
     path = Path(folder) / FILE
     if not path.is_file():
         raise UserError(f"{folder} holds no {FILE}; run `progre pseudo-speakers` first")
-    table = pq.read_table(path)
+    with reading(path, "rerun `progre pseudo-speakers`"):
+        table = pq.read_table(path)
+    corpus = (table.schema.metadata or {}).get(b"corpus")
+    if shards is not None and corpus is not None and corpus.decode() != shards.fingerprint:
+        raise UserError(f"the pseudo speakers in {folder} belong to another corpus than {shards.folder}; rerun "
+                        f"`progre pseudo-speakers` on it")
     return dict(zip(table.column("key").to_pylist(), table.column("speaker").to_pylist()))
 
 

@@ -69,6 +69,9 @@ class ShardSettings:
                                         "voicebank_noisy, VoiceBank-DEMAND's noisy side, is never guessed",
                                 choices=("auto", "librispeech", "aishell", "folder", "manifest", *SUPERB_FORMATS))
     default_split: str = setting("train", "split for items whose corpus gives none", choices=SPLITS)
+    keep_unlisted: bool = setting(False, "a folder of audio with a metadata table: also shard the audio files the "
+                                         "table does not list, with default_split and no metadata (false: they are "
+                                         "rejects, 'not in the metadata table')")
     max_shard_mb: float = setting(64.0, "upper bound of one tar shard in MB", min=0.01)
     max_shard_items: int = setting(2000, "upper bound of utterances in one tar shard", min=1)
     flac_subtype: str = setting("PCM_16", "sample format in the shards (FLAC is lossless at that depth)",
@@ -209,9 +212,13 @@ _WORKER_SETTINGS: ShardSettings | None = None
 def shard_corpus(corpus: Path, metadata: Path | None, settings: ShardSettings, out_dir: Path) -> dict[str, Any]:
     """Read `corpus` (any layout of `progre.data.corpus`, with its `metadata` table if given) and write its
     shards, index and rejects into `out_dir`; returns the summary (counts per split, rejects by reason)."""
-    items, rejects = read_corpus(corpus, settings.input_format, metadata, settings.default_split)
+    items, rejects = read_corpus(corpus, settings.input_format, metadata, settings.default_split,
+                                 settings.keep_unlisted)
     if not items:
-        raise UserError(f"{corpus}: no usable audio found ({len(rejects)} rejected)")
+        reasons = Counter(r.reason.split(" (")[0] for r in rejects)
+        raise UserError(f"{corpus}: no usable audio found ({len(rejects)} rejected"
+                        + "".join(f"{': ' if i == 0 else ', '}{n} {reason}" for i, (reason, n) in
+                                  enumerate(sorted(reasons.items()))) + ")")
     lexicon = _add_lexicon_phones(items, settings.lexicon) if settings.lexicon else None
     logger.info("sharding %d utterances from %s (%d rejected while reading the corpus)",
                 len(items), corpus, len(rejects))

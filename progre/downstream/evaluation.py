@@ -103,6 +103,8 @@ class EvaluationSettings:
             raise UserError(f"se_snr_db: expected [low, high] in dB, got {list(self.se_snr_db)}")
         if not self.tasks:
             raise UserError(f"tasks: give at least one task ({', '.join(TASKS)}, {CLASSIFY_PREFIX}COLUMN)")
+        if self.lr is not None and not self.lr:
+            raise UserError("lr: give at least one learning rate, or null for the recipe book's")
         for task in self.tasks:
             if task not in TASKS and not (task.startswith(CLASSIFY_PREFIX)
                                           and COLUMN_NAME.fullmatch(task[len(CLASSIFY_PREFIX):])):

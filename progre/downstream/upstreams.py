@@ -17,13 +17,16 @@ default. The hash covers what determines the states: a fingerprint of the code t
 the checkpoint's bytes (or the architecture and seed of a random model; an hf folder's configs, weights
 and transformers version), the pitch folder's contents, the storage type and the corpus fingerprint. The folder
 appears atomically, and a lock file serialises concurrent evaluations of the same upstream, so the
-second waits and reads what the first wrote instead of recomputing it.
+second waits and reads what the first wrote instead of recomputing it. Every entry of a cache folder
+(these, and the judges' and voice conversion's ``.pt`` files) is named ``<kind>-<16 hex digits>``
+(`is_cache_entry`): `progre evaluate` writes only into a folder that holds nothing else.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,12 +43,19 @@ from ..features.mfcc_features import MfccComputer
 from ..features.store import FeatureStore, FeatureWriter, open_pitch_store, write_meta
 from ..frames import SAMPLE_RATE
 from ..fingerprint import code_fingerprint, package_modules
-from ..io import atomic_dir, exclusive_lock, file_sha256
+from ..io import atomic_dir, exclusive_lock, file_sha256, recover_work_folders
 from ..log import logger
-from ..outputs import remove_leftovers
 
 CACHE_VERSION = 2
 """Bump when the cache layout or the meaning of its contents changes (old entries are then ignored)."""
+
+CACHE_ENTRY = re.compile(r"[a-z][a-z0-9_-]*-[0-9a-f]{16}(\.pt)?")
+"""The name of every entry of a cache folder: hidden states (`cache_key`), the VC judges and analyses."""
+
+
+def is_cache_entry(name: str) -> bool:
+    return CACHE_ENTRY.fullmatch(name) is not None
+
 
 MFCC_NAME = "mfcc"
 RANDOM_PREFIX = "random:"
@@ -197,7 +207,8 @@ class HiddenStates:
     """A cache entry: `hidden[key]` -> (T, S, D) array (memory-mapped, the stored dtype)."""
 
     def __init__(self, folder: Path):
-        self.store = FeatureStore(folder)
+        self.store = FeatureStore(folder, remedy=f"it is a damaged hidden-state cache entry: remove {folder}, and "
+                                                 f"the next run computes it again")
         meta = self.store.meta
         self.folder = Path(folder)
         self.state_names: list[str] = list(meta["state_names"])
@@ -255,7 +266,8 @@ def cached_hidden_states(upstream: Upstream, shards: Shards, cache: Path, *, see
         logger.info("waiting for another process that computes the same hidden states (%s)", folder.name)
 
     with exclusive_lock(folder.with_name(f".{folder.name}.lock"), busy=wait):
-        remove_leftovers(folder)
+        for line in recover_work_folders(folder.parent, folder.name):
+            logger.info("%s", line)
         if (folder / "meta.json").is_file():
             logger.info("hidden states of %s: cached in %s", upstream.name, folder)
             return HiddenStates(folder)

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from ..data.shards import Shards
 from ..frames import num_frames
 from ..errors import UserError
-from ..io import read_json, write_json
+from ..io import read_json, reading, write_json
 
 INDEX_SCHEMA = pa.schema([("key", pa.string()), ("part", pa.string()), ("offset", pa.int64()),
                           ("num_frames", pa.int64())])
@@ -78,34 +78,54 @@ class FeatureWriter:
         self._tmp.unlink(missing_ok=True)
 
 
+def read_table(path: Path, remedy: str) -> pa.Table:
+    with reading(path, remedy):
+        return pq.read_table(path)
+
+
+def read_part(path: Path, dim: int, remedy: str) -> np.ndarray:
+    """A part file, memory-mapped: a (frames, dim) array, or a one-line error naming it."""
+    with reading(path, remedy):
+        array = np.load(path, mmap_mode="r")
+    if array.ndim != 2 or array.shape[1] != dim:
+        raise UserError(f"{path} holds an array of shape {array.shape}, not (frames, {dim}); {remedy}")
+    return array
+
+
 def write_meta(folder: Path, meta: dict[str, Any]) -> None:
     write_json(Path(folder) / "meta.json", meta)
 
 
 class FeatureStore:
-    """Read access to a feature folder: `store[key]` -> (frames, dim) array."""
+    """Read access to a feature folder: `store[key]` -> (frames, dim) array. A damaged file (truncated,
+    cut by a kill or a full disk) is a one-line error naming it and `remedy`."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, remedy: str = "rerun `progre features`"):
         self.folder = Path(folder)
         meta_path = self.folder / "meta.json"
         if not meta_path.is_file():
             raise UserError(f"{folder} is not a feature folder (no meta.json); run `progre features` first")
-        self.meta: dict[str, Any] = read_json(meta_path)
+        self.meta: dict[str, Any] = read_json(meta_path, remedy)
         world = int(self.meta.get("world_size", 1))
         parts = [part_name(r, world) for r in range(world)]
         missing = [p for p in parts if not (self.folder / f"index-{p[5:]}.parquet").is_file()]
         if missing:
             raise UserError(f"{folder}: incomplete, missing {', '.join(missing)} "
                             f"(a rank of the {world}-way run has not finished)")
-        self.index = pa.concat_tables([pq.read_table(self.folder / f"index-{p[5:]}.parquet") for p in parts])
+        self.index = pa.concat_tables([read_table(self.folder / f"index-{p[5:]}.parquet", remedy) for p in parts])
         keys = self.index.column("key").to_pylist()
         self._rows = {k: i for i, k in enumerate(keys)}
         if len(self._rows) != len(keys):
             raise UserError(f"{folder}: an utterance appears in more than one part")
-        self._arrays = {p: np.load(self.folder / f"{p}.npy", mmap_mode="r") for p in parts}
+        self._arrays = {p: read_part(self.folder / f"{p}.npy", self.dim, remedy) for p in parts}
         self._part = self.index.column("part").to_pylist()
         self._offset = self.index.column("offset").to_pylist()
         self._frames = self.index.column("num_frames").to_pylist()
+        for part, array in self._arrays.items():
+            rows = [o + n for p, o, n in zip(self._part, self._offset, self._frames) if p == part]
+            if max(rows, default=0) > len(array):
+                raise UserError(f"{self.folder / f'{part}.npy'} holds {len(array)} frames, fewer than its index "
+                                f"lists ({max(rows)}); {remedy}")
 
     @property
     def kind(self) -> str:

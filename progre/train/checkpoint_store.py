@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from ..errors import UserError
-from ..io import atomic_dir
+from ..io import atomic_dir, recover_work_folders
 from ..log import logger
 from ..model.checkpoint import load_pretrain_model, write_checkpoint
 
@@ -41,7 +41,10 @@ class CheckpointStore:
         return sorted(found, key=lambda d: int(d.name.split("-")[1]))
 
     def remove_leftovers(self) -> None:
-        """Temporary folders of checkpoint writes that a kill interrupted."""
+        """Temporary folders of checkpoint writes that a kill interrupted (`io.recover_work_folders`; and
+        those of earlier versions, ``.step-N.<random>.tmp`` and ``.step-N.old``)."""
+        for line in recover_work_folders(self.folder):
+            logger.info("%s", line.replace("a run that was killed", "a checkpoint write that was killed"))
         for leftover in [*self.folder.glob(".step-*.tmp"), *self.folder.glob(".step-*.old")]:
             shutil.rmtree(leftover, ignore_errors=True)
             logger.info("removed %s, left by a checkpoint write that was killed", leftover)
