@@ -15,9 +15,10 @@ from types import ModuleType
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
 from . import config
-from .errors import UserError
+from .errors import UserError, hand_to_launcher
 from .log import console, setup_logging
 
 app = typer.Typer(
@@ -225,7 +226,8 @@ def pretrain(
     p = _load(config.PretrainParams, params, overrides, iteration)
     stage = load_stage("pretrain")
 
-    stage.run(p, out=out, shards=shards, labels=labels, pitch=pitch, speakers=speakers)
+    # with nproc_per_node above 1 the stage runs this command line again, once per GPU
+    stage.run(p, out=out, shards=shards, labels=labels, pitch=pitch, speakers=speakers, command=sys.argv[1:])
 
 
 @app.command(epilog=_epilog("evaluate"))
@@ -306,7 +308,8 @@ def main() -> None:
     try:
         app()  # standalone mode: usage errors are printed by Typer and exit with status 2
     except UserError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        if not hand_to_launcher(str(exc)):  # a rank that `progre pretrain` started: its launcher says it
+            console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("[bold red]interrupted[/]: rerun the same command to resume")

@@ -28,7 +28,7 @@ from . import DEFAULT_TASKS, TASKS
 from .featurizer import Featurizer
 from .fits import TaskFits, fit_all, task_fits
 from .head_data import StateTable, state_statistics, utterance_means
-from .pool import parallel_workers
+from .pool import fit_devices
 from .recipes import RECIPE_BOOKS, RecipeBook, with_overrides
 from .records import skipped_record, task_record, write_metrics
 from .registry import CLASSIFY_PREFIX, COLUMN_NAME, TaskOptions, build_task
@@ -92,8 +92,9 @@ class EvaluationSettings:
                                              "are converted")
     seed: int = setting(1234, "random seed of head initialisation, batch order, noise mixtures and random-init "
                               "upstreams")
-    workers: int = setting(2, "head fits run side by side in this many processes, one thread each (1: one after "
-                              "another in this process; on CUDA always 1); results do not depend on it", min=1)
+    workers: int = setting(2, "head fits run side by side in this many processes, one thread each; on CUDA this many "
+                              "per visible GPU, each fitting on its GPU (one process in all: the fits run one after "
+                              "another in this one); results do not depend on it", min=1)
 
     def __post_init__(self) -> None:
         if self.se_snr_db[0] > self.se_snr_db[1]:
@@ -165,8 +166,7 @@ def evaluate_upstream(upstream: Upstream, shards: Shards, pitch: Optional[Featur
         except TaskSkipped as exc:
             skipped[task.name] = str(exc)
             logger.warning("%s skipped: %s", task.title, exc)
-    workers = parallel_workers(settings.workers, device)
-    for name, fits in fit_all(plans, hidden, device, upstream.name, workers):
+    for name, fits in fit_all(plans, hidden, device, upstream.name, fit_devices(settings.workers, device)):
         try:
             if isinstance(fits, TaskSkipped):
                 raise fits

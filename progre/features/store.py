@@ -107,6 +107,10 @@ class FeatureStore:
         self._offset = self.index.column("offset").to_pylist()
         self._frames = self.index.column("num_frames").to_pylist()
 
+    def __reduce__(self):
+        """Pickled as its folder (a spawned worker reopens it), never as the arrays it maps."""
+        return type(self), (self.folder,)
+
     @property
     def kind(self) -> str:
         return self.meta["kind"]
