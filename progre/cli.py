@@ -221,7 +221,8 @@ def pretrain(
     params: Optional[Path] = ParamsOpt,
     set_: Optional[list[str]] = SetOpt,
 ) -> None:
-    """Pretrain ProgRE or the HuBERT baseline by masked prediction of k-means labels (resumable)."""
+    """Pretrain ProgRE or the HuBERT baseline by masked prediction of k-means labels (resumable; on every GPU
+    of the node with pretrain.nproc_per_node, or under torchrun)."""
     overrides = list(set_ or []) + ([f"model={model.value}"] if model else [])
     p = _load(config.PretrainParams, params, overrides, iteration)
     stage = load_stage("pretrain")

@@ -22,8 +22,8 @@ from ..settings import setting
 @dataclass(frozen=True)
 class LaunchSettings:
     """How the processes of a pretraining run start and wait for each other (part of the `pretrain` params
-    section; not in the resume key: a run may resume with more or fewer processes per node only if the
-    batch per update stays the same, which `grad_accum` and the number of processes set together)."""
+    section). Not in the resume key: a checkpoint resumes with any number of processes; as an update reads
+    processes x `grad_accum` micro-batches, change `grad_accum` with them to keep the batch."""
 
     nproc_per_node: str = setting("1", "processes of this node, one per GPU: 1, a number, or auto (one per "
                                        "visible GPU; 1 without CUDA). Above 1, progre pretrain starts itself that "
