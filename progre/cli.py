@@ -15,9 +15,10 @@ from types import ModuleType
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
 from . import config
-from .errors import UserError
+from .errors import UserError, hand_to_launcher
 from .io import describe_error
 from .log import console, logger, setup_logging
 
@@ -231,12 +232,14 @@ def pretrain(
     params: Optional[Path] = ParamsOpt,
     set_: Optional[list[str]] = SetOpt,
 ) -> None:
-    """Pretrain ProgRE or the HuBERT baseline by masked prediction of k-means labels (resumable)."""
+    """Pretrain ProgRE or the HuBERT baseline by masked prediction of k-means labels (resumable; on every GPU
+    of the node with pretrain.nproc_per_node, or under torchrun)."""
     overrides = list(set_ or []) + ([f"model={model.value}"] if model else []) + ([f"init={init}"] if init else [])
     p = _load(config.PretrainParams, params, overrides, iteration)
     stage = load_stage("pretrain")
 
-    stage.run(p, out=out, shards=shards, labels=labels, pitch=pitch, speakers=speakers)
+    # with nproc_per_node above 1 the stage runs this command line again, once per GPU
+    stage.run(p, out=out, shards=shards, labels=labels, pitch=pitch, speakers=speakers, command=sys.argv[1:])
 
 
 @app.command(epilog=_epilog("evaluate"))
@@ -341,7 +344,8 @@ def main() -> None:
 
 
 def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    if not hand_to_launcher(message):  # a rank that `progre pretrain` started: its launcher says it
+        console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     sys.exit(2)
 
 

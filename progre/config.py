@@ -184,7 +184,8 @@ LIBRARY_SECTIONS: dict[str, tuple[str, tuple[str, ...], type | None]] = {
     "ClusterParams": ("cluster", ("progre.cluster.labelling:ClusterSettings",), ClusterDevice),
     "SpeakersParams": ("speakers", ("progre.cluster.speakers:SpeakerSettings",), SpeakersDevice),
     "PretrainParams": ("pretrain", ("progre.train.run:ModelChoice", "progre.train.batches:PlanSettings",
-                                    "progre.train.loop:TrainRecipe", "progre.train.loop:RunControl"), None),
+                                    "progre.train.loop:TrainRecipe", "progre.train.loop:RunControl",
+                                    "progre.train.launch:LaunchSettings"), None),
     "EvaluateParams": ("evaluate", ("progre.downstream.evaluation:EvaluationSettings",), AutoDevice),
     "ReportParams": ("report", ("progre.report:ReportSettings",), None),
 }

@@ -118,6 +118,7 @@ def _settings_pairs():
     from progre.features.writing import FeatureSettings
     from progre.report import ReportSettings
     from progre.train.batches import PlanSettings
+    from progre.train.launch import LaunchSettings
     from progre.train.loop import RunControl, TrainRecipe
     from progre.train.run import ModelChoice
 
@@ -125,7 +126,7 @@ def _settings_pairs():
         config.SynthParams: [SynthSettings], config.ShardParams: [ShardSettings],
         config.FeaturesParams: [FeatureSettings], config.ClusterParams: [ClusterSettings],
         config.SpeakersParams: [SpeakerSettings],
-        config.PretrainParams: [ModelChoice, PlanSettings, TrainRecipe, RunControl],
+        config.PretrainParams: [ModelChoice, PlanSettings, TrainRecipe, RunControl, LaunchSettings],
         config.EvaluateParams: [EvaluationSettings], config.ReportParams: [ReportSettings],
     }
 

@@ -418,27 +418,32 @@ def test_predictions_come_back_in_the_split_order_whatever_the_batching(tmp_path
     assert references == [f"ref{i}" for i in range(5)] and predictions == counts
 
 
-def _seeded_fit(job):
+def _seeded_fit(job, device):
     """A tiny seeded regression: the same job gives the same weights in any process."""
     seed, steps = job
     torch.manual_seed(seed)
-    model = nn.Linear(4, 1)
-    x = torch.randn(32, 4)
+    model = nn.Linear(4, 1).to(device)
+    x = torch.randn(32, 4, device=device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     for _ in range(steps):
         optimizer.zero_grad()
         model(x).square().mean().backward()
         optimizer.step()
-    return model.weight.detach().clone(), torch.get_num_threads()
+    return model.weight.detach().cpu().clone(), torch.get_num_threads(), str(device)
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_fit_pool_runs_every_job_once_with_one_thread_including_jobs_submitted_on_the_way(workers):
+@pytest.mark.parametrize("workers,start", [(1, None), (2, "fork"), (2, "spawn")])
+def test_fit_pool_runs_every_job_once_with_one_thread_including_jobs_submitted_on_the_way(workers, start,
+                                                                                          monkeypatch):
+    """In this process, in forked workers (the CPU's) and in spawned ones (CUDA's, here on the CPU)."""
+    from progre.downstream import pool as pool_module
     from progre.downstream.pool import FitPool
 
+    if start is not None:
+        monkeypatch.setitem(pool_module.START_METHODS, "cpu", start)
     threads = torch.get_num_threads()
     results = {}
-    with FitPool(_seeded_fit, workers) as pool:
+    with FitPool(_seeded_fit, [torch.device("cpu")] * workers) as pool:
         for seed in (1, 2):
             pool.submit((seed, 3))
         for job, result in pool.completed():
@@ -446,13 +451,19 @@ def test_fit_pool_runs_every_job_once_with_one_thread_including_jobs_submitted_o
             if job[1] == 3:  # a finished job makes another possible (as a finished search does the other seeds)
                 pool.submit((job[0], 5))
     assert sorted(results) == [(1, 3), (1, 5), (2, 3), (2, 5)]
-    for job, (weight, used_threads) in results.items():
-        assert torch.equal(weight, _seeded_fit(job)[0]) and used_threads == 1
+    for job, (weight, used_threads, device) in results.items():
+        assert torch.equal(weight, _seeded_fit(job, torch.device("cpu"))[0]) and used_threads == 1 and device == "cpu"
     assert torch.get_num_threads() == threads
 
 
-def test_fits_run_in_this_process_on_cuda():
-    from progre.downstream.pool import parallel_workers
+def test_fits_spread_over_every_visible_gpu(monkeypatch):
+    """`evaluate.workers` processes on the CPU, that many per GPU on CUDA (only the device count is mocked)."""
+    from progre.downstream.pool import fit_devices
 
-    assert parallel_workers(2, torch.device("cuda")) == 1
-    assert parallel_workers(3, torch.device("cpu")) == 3 and parallel_workers(0, torch.device("cpu")) == 1
+    cpu = torch.device("cpu")
+    assert fit_devices(3, cpu) == [cpu] * 3 and fit_devices(0, cpu) == [cpu]
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    assert fit_devices(2, torch.device("cuda")) == [torch.device("cuda", i) for i in (0, 1, 2, 0, 1, 2)]
+    assert fit_devices(1, torch.device("cuda")) == [torch.device("cuda", i) for i in (0, 1, 2)]
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert fit_devices(1, torch.device("cuda")) == [torch.device("cuda", 0)]  # one in all: fits in this process

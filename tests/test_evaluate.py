@@ -116,6 +116,38 @@ def test_hidden_states_are_cached_and_reruns_are_deterministic_with_any_worker_c
                 json.loads((progre_eval / task / "layer_weights.json").read_text()))
 
 
+def test_every_task_can_be_handed_to_a_spawned_fit_worker(tiny):
+    """On CUDA the fits run in spawned workers, which receive the tasks pickled (no closures in them)."""
+    from multiprocessing.reduction import ForkingPickler
+
+    from progre.data.shards import Shards
+    from progre.downstream.evaluation import EvaluationSettings
+    from progre.downstream.registry import build_task
+
+    options = EvaluationSettings(**FAST).task_options(Shards(tiny["shards"]), tiny["cache"], torch.device("cpu"))
+    for name in TASKS:
+        task = build_task(name, options)
+        again = ForkingPickler.loads(ForkingPickler.dumps(task))
+        assert type(again) is type(task) and again.name == task.name
+
+
+def test_spawned_fit_workers_give_the_metrics_of_forked_ones(tiny, progre_eval, monkeypatch):
+    """The CUDA route (spawned workers, `pool.START_METHODS`) taken on the CPU: every task's data, head and
+    scorer handed over pickled give what the forked workers of `progre_eval` found."""
+    from progre.downstream import pool
+
+    monkeypatch.setitem(pool.START_METHODS, "cpu", "spawn")
+    out = tiny["base"] / "eval-progre-spawned"
+    evaluate.run(EvaluateParams(**FAST), upstream=str(tiny["checkpoint"]), out=out, shards=tiny["shards"],
+                 cache=tiny["cache"])
+    for task in TASKS:
+        first, again = (json.loads((folder / task / "metrics.json").read_text()) for folder in (progre_eval, out))
+        assert again["test_metrics"] == first["test_metrics"] and again["valid_metrics"] == first["valid_metrics"]
+        assert again.get("examples") == first.get("examples")
+        assert (json.loads((out / task / "layer_weights.json").read_text()) ==
+                json.loads((progre_eval / task / "layer_weights.json").read_text()))
+
+
 def test_random_init_and_mfcc_upstreams_and_the_report(tiny, progre_eval):
     random_out, mfcc_out = tiny["base"] / "eval-random", tiny["base"] / "eval-mfcc"
     evaluate.run(EvaluateParams(**FAST, tasks=["sid"]), upstream=f"random:{tiny['checkpoint']}", out=random_out,

@@ -15,6 +15,7 @@ from progre.dsp.mfcc import mfcc_batch, mfcc_reference
 from progre.dsp.padding import pad_batch
 from progre.dsp.pitch import dio_f0, compute_pitch, compute_pitch_and_voicing
 from progre.features.store import FeatureStore
+from progre.features.writing import rank_and_device
 from stages import layer as layer_stage
 from stages import mfcc as mfcc_stage
 from stages import pitch as pitch_stage
@@ -101,6 +102,32 @@ def test_incomplete_rank_output_is_refused(phone_shards, tmp_path):
     pitch_stage.run(FeaturesParams(workers=1), phone_shards, tmp_path / "f", rank=0, world_size=2)
     with pytest.raises(UserError, match="incomplete"):
         FeatureStore(tmp_path / "f")
+
+
+def test_each_rank_computes_on_the_gpu_of_its_local_rank(monkeypatch):
+    """The device `progre features` (mfcc, layer) hands its writer, on a node that shows two GPUs (only the
+    device count is mocked; the conftest hides CUDA otherwise)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    assert rank_and_device(None, None, "auto") == (0, 1, torch.device("cuda", 0))  # one process: the first GPU
+    # under torchrun: global rank 3 of 4 is the second process of its node
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert rank_and_device(None, None, "auto") == (3, 4, torch.device("cuda", 1))
+    assert rank_and_device(None, None, "cuda") == (3, 4, torch.device("cuda", 1))
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert rank_and_device(None, None, "auto")[2] == torch.device("cuda", 0)
+    assert rank_and_device(None, None, "cpu")[2] == torch.device("cpu")
+    monkeypatch.setenv("LOCAL_RANK", "2")  # more processes on the node than GPUs
+    with pytest.raises(UserError, match="LOCAL_RANK 2 needs GPU 2, but this node shows 2"):
+        rank_and_device(None, None, "auto")
+    # ranks started by hand with --rank/--world-size (no torchrun): the rank modulo the node's GPUs
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name)
+    assert [rank_and_device(r, 4, "auto")[2].index for r in range(4)] == [0, 1, 0, 1]
 
 
 def test_feature_errors(phone_shards, tmp_path):

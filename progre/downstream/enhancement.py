@@ -28,6 +28,7 @@ STOI and SI-SDR improvement over the noisy input, whose own PESQ and STOI are th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -236,20 +237,26 @@ def _unscored(scores: dict[str, list[float]]) -> dict[str, float]:
 
 def mixer_view(mixer: NoisyMixer) -> NoisyAudio:
     """What the upstream hears with noise mixed in on the fly."""
-    return NoisyAudio(lambda key, clean: mixer.mix(key, clean)[0], mixer.describe())
+    return NoisyAudio(partial(_mixed, mixer), mixer.describe())
+
+
+def _mixed(mixer: NoisyMixer, key: str, clean: np.ndarray) -> np.ndarray:
+    return mixer.mix(key, clean)[0]
 
 
 def paired_view(noisy_shards: Shards) -> NoisyAudio:
     """What the upstream hears from a noisy corpus sharded with the same keys (VoiceBank-DEMAND)."""
     audio = CorpusAudio.of(noisy_shards)
     rows = {r["key"]: r for r in noisy_shards.rows(columns=("key", *AUDIO_COLUMNS))}
+    return NoisyAudio(partial(_paired, noisy_shards.folder, audio, rows), {"noisy_corpus": noisy_shards.fingerprint})
 
-    def noisy(key: str, clean: np.ndarray) -> np.ndarray:
-        if key not in rows:
-            raise TaskSkipped(f"the noisy corpus {noisy_shards.folder} has no utterance {key}")
-        wav = audio.read(rows[key])
-        if len(wav) != len(clean):
-            raise TaskSkipped(f"{key}: {len(wav)} noisy samples but {len(clean)} clean ones")
-        return wav
 
-    return NoisyAudio(noisy, {"noisy_corpus": noisy_shards.fingerprint})
+def _paired(folder: Path, audio: CorpusAudio, rows: dict[str, dict[str, Any]], key: str,
+            clean: np.ndarray) -> np.ndarray:
+    """The noisy twin of `key` (of the corpus in `folder`, whose index `rows` are by key)."""
+    if key not in rows:
+        raise TaskSkipped(f"the noisy corpus {folder} has no utterance {key}")
+    wav = audio.read(rows[key])
+    if len(wav) != len(clean):
+        raise TaskSkipped(f"{key}: {len(wav)} noisy samples but {len(clean)} clean ones")
+    return wav

@@ -31,7 +31,7 @@ from . import DEFAULT_TASKS, TASKS
 from .featurizer import Featurizer
 from .fits import TaskFits, fit_all, task_fits
 from .head_data import StateTable, state_statistics, utterance_means
-from .pool import parallel_workers
+from .pool import fit_devices
 from .recipes import RECIPE_BOOKS, RecipeBook, with_overrides
 from .records import cross_validation_record, skipped_record, task_record, write_metrics
 from .registry import CLASSIFY_PREFIX, COLUMN_NAME, TaskOptions, build_task
@@ -95,8 +95,9 @@ class EvaluationSettings:
                                              "are converted")
     seed: int = setting(1234, "random seed of head initialisation, batch order, noise mixtures and random-init "
                               "upstreams")
-    workers: int = setting(2, "head fits run side by side in this many processes, one thread each (1: one after "
-                              "another in this process; on CUDA always 1); results do not depend on it", min=1)
+    workers: int = setting(2, "head fits run side by side in this many processes, one thread each; on CUDA this many "
+                              "per visible GPU, each fitting on its GPU (one process in all: the fits run one after "
+                              "another in this one); results do not depend on it", min=1)
 
     def __post_init__(self) -> None:
         if self.se_snr_db[0] > self.se_snr_db[1]:
@@ -176,9 +177,8 @@ def evaluate_upstream(upstream: Upstream, shards: Shards, pitch: Optional[Featur
         plans |= {plan.name: plan for plan in task_plans}
         if task_plans[0].fold is not None:
             folds_of[task.name] = [plan.name for plan in task_plans]
-    workers = parallel_workers(settings.workers, device)
     folded: dict[str, dict[str, TaskFits]] = {}
-    for name, fits in fit_all(plans, hidden, device, upstream.name, workers):
+    for name, fits in fit_all(plans, hidden, device, upstream.name, fit_devices(settings.workers, device)):
         task = plans[name].task
         try:
             if isinstance(fits, TaskSkipped):

@@ -1,7 +1,8 @@
 """Which head fits an evaluation runs, and when: per task, the learning-rate search with the first head
 seed, then the other seeds at the best learning rate (`TaskFits`); every task's fits queued on one
-`pool.FitPool` (BiLSTM heads first, a fit as soon as it can run), with one progress bar over them. A
-cross-validated task has a `TaskFits` per fold, each with its own search (named ``task/fold-F``).
+`pool.FitPool` (BiLSTM heads first, a fit as soon as it can run; spread over the GPUs on CUDA), with one
+progress bar over them. A cross-validated task has a `TaskFits` per fold, each with its own search (named
+``task/fold-F``).
 
 Each fit is seeded and independent of the others (`head_fit.fit`), so the results do not depend on
 the order in which fits finish or on the number of workers. Nothing here writes a file: `records`
@@ -13,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Optional
 
 import numpy as np
@@ -135,23 +137,32 @@ def fit_head(fits: TaskFits, hidden: HiddenStates, device: torch.device, upstrea
                settings, device, label=f"{task.title}{fold} ({upstream}, lr {lr:g}, seed {seed})")
 
 
-def fit_all(plans: dict[str, TaskFits], hidden: HiddenStates, device: torch.device, upstream: str,
-            workers: int) -> Iterator[tuple[str, TaskFits | TaskSkipped]]:
-    """Fit the heads of every `TaskFits` of `plans` (keyed by `TaskFits.name`; with `workers` processes
-    side by side); yields (name, its fits) once all are done, or (name, why it was skipped). The BiLSTM
-    heads' fits, the longest, are queued first."""
-    def run(job: Job) -> FitResult | TaskSkipped:
-        name, lr, seed = job
-        try:
-            return fit_head(plans[name], hidden, device, upstream, lr, seed)
-        except TaskSkipped as exc:
-            return exc
+def fit_job(plans: dict[str, TaskFits], hidden: HiddenStates, upstream: str, job: Job,
+            device: torch.device) -> FitResult | TaskSkipped:
+    """One fit of `fit_all`, on `device` (a worker's; module-level, so that spawned workers can be handed it).
+    A head fitted on a GPU comes back on the CPU: a worker's CUDA tensors would stay tied to it."""
+    name, lr, seed = job
+    try:
+        result = fit_head(plans[name], hidden, device, upstream, lr, seed)
+    except TaskSkipped as exc:
+        return exc
+    if device.type != "cpu":
+        result.model.cpu()
+    return result
 
+
+def fit_all(plans: dict[str, TaskFits], hidden: HiddenStates, device: torch.device, upstream: str,
+            devices: list[torch.device]) -> Iterator[tuple[str, TaskFits | TaskSkipped]]:
+    """Fit the heads of every `TaskFits` of `plans` (keyed by `TaskFits.name`; in one worker per entry of
+    `devices` side by side, `pool.fit_devices`; in this process with one); yields (name, its fits, their heads
+    on `device`) once all are done, or (name, why it was skipped). The BiLSTM heads' fits, the longest, are
+    queued first."""
+    run = partial(fit_job, plans, hidden, upstream)
     for plan in {id(plan.task): plan for plan in plans.values()}.values():  # a task's folds share the task
         plan.task.before_fitting()  # what every fit would compute for itself, computed once before forking
     order = sorted(plans.values(), key=lambda plan: -plan.recipe.layers)
     total = sum(len(plan.recipe.lrs) + len(plan.seeds) - 1 for plan in plans.values())
-    with FitPool(run, workers) as pool, _fits_bar(workers > 1, total, upstream) as advance:
+    with FitPool(run, devices) as pool, _fits_bar(len(devices) > 1, total, upstream) as advance:
         for plan in order:
             for job in plan.first_jobs():
                 pool.submit(job)
@@ -164,6 +175,7 @@ def fit_all(plans: dict[str, TaskFits], hidden: HiddenStates, device: torch.devi
                 skipped.add(name)
                 yield name, result
                 continue
+            result.model.to(device)
             plan = plans[name]
             for job in plan.add(lr, seed, result):
                 pool.submit(job)

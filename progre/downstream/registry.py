@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
@@ -65,13 +66,16 @@ def _classification(name: str) -> Callable[[TaskOptions], Task]:
 
 
 def _phone_recognition(options: TaskOptions) -> Task:
-    from ..data.espeak import phonemize, voice_for_language
+    from ..data.espeak import phonemize
 
-    def voice_for(language: Optional[str]) -> Optional[str]:
-        """The utterance's language picks the voice; utterances without one get `phonemize_voice`."""
-        return options.phonemize_voice if language is None else voice_for_language(language)
+    return PhoneRecognition(phonemize, partial(_voice_for, options.phonemize_voice), lexicon_of(options.shards))
 
-    return PhoneRecognition(phonemize, voice_for, lexicon_of(options.shards))
+
+def _voice_for(default: Optional[str], language: Optional[str]) -> Optional[str]:
+    """The utterance's language picks the voice; utterances without one get `default` (`phonemize_voice`)."""
+    from ..data.espeak import voice_for_language
+
+    return default if language is None else voice_for_language(language)
 
 
 def lexicon_of(shards: Optional[Shards]) -> Optional[str]:
@@ -98,14 +102,22 @@ def noisy_audio(options: TaskOptions) -> NoisyAudio:
 
 
 def _voice_conversion(options: TaskOptions) -> Task:
-    judges: list[Judges] = []
+    return VoiceConversion(options.vc_target, JudgesOnFirstUse(options), options.seed)
 
-    def judges_of() -> Judges:  # trained (or read from the cache) only when VC first needs them
-        if not judges:
-            judges.append(cached_judges(options.shards, options.cache, options.seed, options.device))
-        return judges[0]
 
-    return VoiceConversion(options.vc_target, judges_of, options.seed)
+class JudgesOnFirstUse:
+    """VC's judges, trained (or read from the cache) only when VC first needs them (a class, not a closure,
+    so that a task can be handed to spawned fit workers)."""
+
+    def __init__(self, options: TaskOptions):
+        self.options = options
+        self.judges: Optional[Judges] = None
+
+    def __call__(self) -> Judges:
+        if self.judges is None:
+            o = self.options
+            self.judges = cached_judges(o.shards, o.cache, o.seed, o.device)
+        return self.judges
 
 
 BUILDERS: dict[str, Callable[[TaskOptions], Task]] = {

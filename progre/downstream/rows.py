@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Optional
 
@@ -53,10 +54,11 @@ class CorpusAudio:
     @classmethod
     def of(cls, shards: Shards, cache: Optional[Path] = None) -> "CorpusAudio":
         """The audio of `shards`' rows, read by byte offset (`Shards.read_audio`)."""
-        def read(row: dict[str, Any]) -> np.ndarray:
-            return shards.read_audio(row["shard"], row["flac_offset"], row["flac_bytes"])
+        return cls(partial(_read_row, shards), shards.fingerprint, cache)
 
-        return cls(read, shards.fingerprint, cache)
+
+def _read_row(shards: Shards, row: dict[str, Any]) -> np.ndarray:
+    return shards.read_audio(row["shard"], row["flac_offset"], row["flac_bytes"])
 
 
 FOLD_VALID_EVERY = 5

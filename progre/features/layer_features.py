@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..data.shards import Shards, Utterance
+from ..device import use_device
 from .computing import FeatureComputer
 from .hidden import HiddenStateExtractor, layer_state, load_frozen_encoder
 from .store import FeatureStore
@@ -55,6 +56,7 @@ def write_layer_features(shards: Shards, checkpoint: Path, pitch: Optional[Featu
     """Write this rank's states of layer `settings.layer` of `checkpoint` for the k-means sample into
     `folder` (rank 0 also its meta.json), stored as `settings.hidden_dtype`; returns the rank's summary."""
     started = time.perf_counter()
+    use_device(device)  # this rank's GPU
     keys = select_sample(shards, settings.sample_fraction, settings.sample_split, settings.seed)
     computer = LayerComputer(checkpoint, settings.layer, device, settings.chunk_seconds, pitch, settings.precision)
     return write_features(computer, shards, folder, keys=keys, dtype=settings.hidden_dtype,

@@ -16,6 +16,7 @@ import torch
 
 from ..data.shards import Shards, Utterance
 from ..dsp import mfcc as mfcc_lib
+from ..device import use_device
 from ..dsp.padding import pad_batch
 from .computing import FeatureComputer
 from .writing import FeatureSettings, sample_meta, select_sample, write_features
@@ -46,6 +47,7 @@ def write_mfcc_features(shards: Shards, settings: FeatureSettings, device: torch
     """Write this rank's MFCC of the k-means sample into `folder` (rank 0 also its meta.json); returns
     the rank's summary."""
     started = time.perf_counter()
+    use_device(device)  # this rank's GPU
     keys = select_sample(shards, settings.sample_fraction, settings.sample_split, settings.seed)
     return write_features(MfccComputer(device), shards, folder, keys=keys, dtype="float32",
                           batch_seconds=settings.batch_seconds, pool=1, rank=rank, world_size=world_size,

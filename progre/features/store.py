@@ -127,6 +127,10 @@ class FeatureStore:
                 raise UserError(f"{self.folder / f'{part}.npy'} holds {len(array)} frames, fewer than its index "
                                 f"lists ({max(rows)}); {remedy}")
 
+    def __reduce__(self):
+        """Pickled as its folder (a spawned worker reopens it), never as the arrays it maps."""
+        return type(self), (self.folder,)
+
     @property
     def kind(self) -> str:
         return self.meta["kind"]

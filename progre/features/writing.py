@@ -7,8 +7,8 @@ computer over this rank's utterances into its part of the folder.
   `progre cluster` computes the others on the fly with the same computer.
 
 Work splits over ranks (`rank` of `world_size`): each writes its own part of the folder, and rank 0
-the folder's meta.json. The writers of each kind are pitch_features.py, mfcc_features.py and
-layer_features.py; this module never loads a model.
+the folder's meta.json; on CUDA each rank computes on its own GPU (`rank_and_device`). The writers of
+each kind are pitch_features.py, mfcc_features.py and layer_features.py; this module never loads a model.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..data.corpus import SPLITS
 from ..data.shards import Shards
-from ..device import PRECISIONS
+from ..device import PRECISIONS, rank_device
 from ..errors import UserError
 from ..frames import SAMPLE_RATE
 from ..io import write_json
@@ -32,6 +32,9 @@ from ..outputs import output_folder, run_folder
 from ..settings import setting
 from .computing import FeatureComputer, compute_in_batches
 from .store import FeatureWriter, write_meta
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,13 @@ def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
     if world_size < 1 or not 0 <= rank < world_size:
         raise UserError(f"rank {rank} is not valid for world size {world_size}")
     return rank, world_size
+
+
+def rank_and_device(rank: int | None, world_size: int | None, device: str) -> tuple[int, int, torch.device]:
+    """This writer's rank and world size (`resolve_rank`) and its device (`device.rank_device`): on CUDA
+    the GPU of its rank on its node, cuda:LOCAL_RANK under torchrun, else the rank modulo the visible GPUs."""
+    rank, world_size = resolve_rank(rank, world_size)
+    return rank, world_size, rank_device(device, rank)
 
 
 def feature_folder(out: Path, inputs: list[Path | None], rank: int, world_size: int,

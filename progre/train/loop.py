@@ -34,7 +34,7 @@ from ..model.model_config import upgrade_config_dict
 from ..settings import default_of, setting
 from .checkpoint_store import CheckpointStore
 from .batches import PlanSettings, PretrainData, audio_seconds, loader
-from .distributed import DistInfo, all_true, barrier, mean_over_ranks
+from .distributed import DistInfo, all_true, barrier, check_shared_run_folder, mean_over_ranks
 from .metrics_log import MetricsLog
 from .schedule import learning_rate
 
@@ -248,6 +248,7 @@ class Trainer:
         if self.dist.is_main:
             self.store.remove_leftovers()
         barrier(self.dist)
+        check_shared_run_folder(self.run_dir, lambda: [c.name for c in self.store.complete()], self.dist)
         found = self.store.load_latest(self.device)
         barrier(self.dist)  # every rank has read the checkpoints before rank 0 moves anything
         if self.dist.is_main:
