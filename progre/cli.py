@@ -138,10 +138,13 @@ def synth(
 
 @app.command(epilog=_epilog("shard"))
 def shard(
-    corpus: Path = typer.Argument(..., help="LibriSpeech folder, folder of audio, or fairseq .tsv manifest"),
+    corpus: Path = typer.Argument(..., help="LibriSpeech or AISHELL-1 folder, a SUPERB corpus as published "
+                                            "(VoxCeleb1, IEMOCAP, VoiceBank-DEMAND, VCC2020; shard.input_format), "
+                                            "a folder of audio, or a fairseq .tsv manifest"),
     out: Path = typer.Option(Path("data/shards"), "--out", "-o", help="output folder of tar shards and tables"),
-    metadata: Optional[Path] = typer.Option(None, help="metadata table (csv/tsv/parquet) for a folder of audio; "
-                                                       "default: <corpus>/metadata.parquet if present"),
+    metadata: Optional[Path] = typer.Option(None, help="metadata table (csv/tsv/parquet) for a folder of audio "
+                                                       "(default: <corpus>/metadata.parquet if present), or "
+                                                       "VoxCeleb1's iden_split.txt kept outside the corpus"),
     params: Optional[Path] = ParamsOpt,
     set_: Optional[list[str]] = SetOpt,
     overwrite: bool = OverwriteOpt,

@@ -14,7 +14,8 @@ from progre.outputs import output_folder
 
 
 def run(p: ShardParams, corpus: Path, out: Path, metadata: Path | None = None, overwrite: bool = False) -> dict:
-    with output_folder(out, "shard", overwrite=overwrite, inputs=[corpus, metadata]) as tmp:
+    lexicons = [Path(file) for file in p.lexicon]
+    with output_folder(out, "shard", overwrite=overwrite, inputs=[corpus, metadata, *lexicons]) as tmp:
         summary = shard_corpus(corpus, metadata, p.to(ShardSettings), tmp)
         write_json(tmp / "summary.json", summary)
     _print_summary(summary, out)

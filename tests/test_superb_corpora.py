@@ -384,3 +384,14 @@ def test_a_superb_layout_is_a_folder_and_errors_reach_the_cli_as_one_line(tmp_pa
                              "--out", str(tmp_path / "o")], capture_output=True, text=True)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().count("\n") == 0 and "Session1/sentences/wav does not exist" in result.stderr
+
+
+def test_an_output_that_holds_a_lexicon_file_is_refused_and_the_file_kept(tmp_path):
+    corpus = librispeech(tmp_path / "LibriSpeech")
+    out = tmp_path / "shards"
+    out.mkdir()
+    lexicon = out / "lexicon.txt"  # the user keeps the lexicon where the shards would go
+    lexicon.write_text("HELLO HH AH0 L OW1\n")
+    with pytest.raises(UserError, match=f"--out {out} holds the input {lexicon}"):
+        shard_stage.run(ShardParams(workers=1, lexicon=(str(lexicon),)), corpus, out, overwrite=True)
+    assert lexicon.read_text() == "HELLO HH AH0 L OW1\n"
