@@ -29,6 +29,7 @@ import yaml
 
 from .device import DEVICES
 from .errors import UserError
+from .io import read_utf8
 from .settings import checked_values, describe, setting
 
 P = TypeVar("P", bound="Params")
@@ -101,11 +102,9 @@ def read_params_file(path: str | Path | None) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"params file {path} does not exist")
+    text = read_utf8(path, remedy="save it as UTF-8", encoding="utf-8")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
-                        f"save it as UTF-8") from None
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):

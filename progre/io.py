@@ -222,6 +222,18 @@ def reading(path: str | Path, remedy: str = "") -> Iterator[None]:
                         + (f"; {remedy}" if remedy else "")) from None
 
 
+def read_utf8(path: str | Path, name: str = "", remedy: str = "", encoding: str = "utf-8-sig") -> str:
+    """The text of `path`; a file that is not UTF-8 is one `UserError` naming it (as `name`, default its
+    path) with the offending byte, and what to do (`remedy`)."""
+    from .errors import UserError
+
+    try:
+        return Path(path).read_text(encoding=encoding)
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{name or path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
+                        + (f"; {remedy}" if remedy else "")) from None
+
+
 def describe_error(exc: BaseException) -> str:
     """An exception in a few words: an OSError's reason, a UnicodeDecodeError's byte, else its first line."""
     if isinstance(exc, UnicodeDecodeError):

@@ -48,7 +48,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import UserError
-from ..io import describe_error
+from ..io import describe_error, read_utf8
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 LIST_COLUMNS = ("phones", "phone_start", "phone_end")
@@ -211,12 +211,7 @@ def _read_aishell(root: Path, default_split: str) -> tuple[list[CorpusItem], lis
         raise UserError(f"{root}: not an AISHELL-1 folder (expected wav/ and {AISHELL_TRANSCRIPTS})")
     texts: dict[str, tuple[str, str]] = {}  # id -> (text, where: file:line)
     for transcript in transcripts:
-        try:
-            lines = transcript.read_text(encoding="utf-8-sig").splitlines()
-        except UnicodeDecodeError as exc:
-            raise UserError(f"{transcript} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
-                            f"{exc.start})") from None
-        for number, line in enumerate(lines, start=1):
+        for number, line in enumerate(read_utf8(transcript).splitlines(), start=1):
             utt_id, _, text = line.strip().partition(" ")
             if utt_id:
                 texts.setdefault(utt_id, (text.strip(), f"{transcript}:{number}"))

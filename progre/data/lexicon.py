@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..io import read_utf8
 from .corpus import CorpusItem
 
 MISSING_WORDS_SHOWN = 10
@@ -34,12 +35,7 @@ def read_lexicon(paths: Sequence[str | Path]) -> dict[str, list[str]]:
     for path in map(Path, paths):
         if not path.is_file():
             raise UserError(f"lexicon {path} does not exist")
-        try:
-            lines = path.read_text(encoding="utf-8-sig").splitlines()
-        except UnicodeDecodeError as exc:
-            raise UserError(f"lexicon {path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
-                            f"{exc.start})") from None
-        for number, line in enumerate(lines, start=1):
+        for number, line in enumerate(read_utf8(path, name=f"lexicon {path}").splitlines(), start=1):
             fields = line.split()
             if not fields:
                 continue

@@ -46,6 +46,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import UserError
+from ..io import read_utf8
 from .corpus import CorpusItem, Reject, sanitize_key
 
 Items = tuple[list[CorpusItem], list[Reject]]
@@ -57,11 +58,7 @@ def _visible(paths) -> list[Path]:
 
 
 def _lines(path: Path) -> list[str]:
-    try:
-        return path.read_text(encoding="utf-8-sig").splitlines()
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
-                        f"{exc.start})") from None
+    return read_utf8(path).splitlines()
 
 
 # --------------------------------------------------------------------------- VoxCeleb1
