@@ -133,7 +133,6 @@ class Inputs:
     """What every task of one evaluation shares."""
 
     hidden: HiddenStates
-    book: RecipeBook
     tables: dict[str, StateTable]
     """Normalised hidden states of every utterance a task reads: of the corpus ("clean"), and of what the
     SE task's upstream hears ("noisy")."""
@@ -155,7 +154,7 @@ def evaluate_upstream(upstream: Upstream, shards: Shards, pitch: Optional[Featur
     if not prepared:
         reasons = "; ".join(f"{t.title}: {skipped[t.name]}" for t in tasks)
         raise UserError(f"nothing to evaluate on {shards.folder}: {reasons}")
-    inputs = _inputs(settings, upstream, shards, cache, None if pitch is None else pitch.folder, device, tasks,
+    inputs = _inputs(settings, book, upstream, shards, cache, None if pitch is None else pitch.folder, device, tasks,
                      prepared)
     hidden = inputs.hidden
     summary: dict[str, Any] = {"upstream": upstream.name, "upstream_spec": upstream.spec,
@@ -167,7 +166,7 @@ def evaluate_upstream(upstream: Upstream, shards: Shards, pitch: Optional[Featur
         if task.name in skipped:
             continue
         try:
-            task_plans = [task_fits(task, prep, inputs.book.recipe(task.recipe_name), inputs.tables[task.states],
+            task_plans = [task_fits(task, prep, book.recipe(task.recipe_name), inputs.tables[task.states],
                                     inputs.means, hidden.frame_rate, settings.head_seed_list(), fold)
                           for fold, prep in prepared[task.name].items()]
         except TaskSkipped as exc:
@@ -184,12 +183,12 @@ def evaluate_upstream(upstream: Upstream, shards: Shards, pitch: Optional[Featur
             if isinstance(fits, TaskSkipped):
                 raise fits
             if task.name not in folds_of:
-                records[task.name] = task_record(fits, upstream, hidden, inputs.book, device, out / task.name)
+                records[task.name] = task_record(fits, upstream, hidden, book, device, out / task.name)
                 continue
             folded.setdefault(task.name, {})[name] = fits
             if len(folded[task.name]) == len(folds_of[task.name]):  # every fold done
                 done = [folded[task.name][n] for n in folds_of[task.name]]
-                records[task.name] = cross_validation_record(done, upstream, hidden, inputs.book, device,
+                records[task.name] = cross_validation_record(done, upstream, hidden, book, device,
                                                              out / task.name, cross_notes[task.name])
         except TaskSkipped as exc:
             if task.name not in skipped:
@@ -249,12 +248,11 @@ def _prepare_one(task: Task, rows: dict[str, list[dict[str, Any]]], audio: Corpu
     return prep
 
 
-def _inputs(p: EvaluationSettings, up: Upstream, shards: Shards, cache: Path, pitch: Optional[Path],
+def _inputs(p: EvaluationSettings, book: RecipeBook, up: Upstream, shards: Shards, cache: Path, pitch: Optional[Path],
             device: torch.device, tasks: list[Task], prepared: dict[str, dict[Optional[str], Prepared]]) -> Inputs:
     """Hidden states (cached), normalised once into tables, and the utterance means the pooled tasks read.
     The normalisation's statistics are the clean training frames' (of the corpus's split), for the noisy
     states too."""
-    book = p.recipe_book()
     hidden = cached_hidden_states(up, shards, cache, seed=p.seed, device=device, pitch=pitch,
                                   batch_seconds=p.batch_seconds, dtype=p.hidden_dtype)
     stats = state_statistics(hidden, shards.keys("train"), book.layer_norm) if book.standardize else (None, None)
@@ -271,4 +269,4 @@ def _inputs(p: EvaluationSettings, up: Upstream, shards: Shards, cache: Path, pi
             tables["noisy"] = StateTable(noisy, keys["noisy"], normalizer.normalize, max_bytes=p.max_ram_gb * 1e9)
     pooled = sorted({k for t in ran if t.pooled for prep in prepared[t.name].values() for ex in prep.splits.values()
                      for k in ex.keys})
-    return Inputs(hidden, book, tables, utterance_means(tables["clean"], pooled))
+    return Inputs(hidden, tables, utterance_means(tables["clean"], pooled))

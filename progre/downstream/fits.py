@@ -137,16 +137,16 @@ def fit_head(fits: TaskFits, hidden: HiddenStates, device: torch.device, upstrea
                settings, device, label=f"{task.title}{fold} ({upstream}, lr {lr:g}, seed {seed})")
 
 
-def fit_job(plans: dict[str, TaskFits], hidden: HiddenStates, upstream: str, job: Job,
-            device: torch.device) -> FitResult | TaskSkipped:
+def fit_job(plans: dict[str, TaskFits], hidden: HiddenStates, upstream: str, job: Job, device: torch.device, *,
+            in_worker: bool = False) -> FitResult | TaskSkipped:
     """One fit of `fit_all`, on `device` (a worker's; module-level, so that spawned workers can be handed it).
-    A head fitted on a GPU comes back on the CPU: a worker's CUDA tensors would stay tied to it."""
+    A head fitted on a GPU in a worker comes back on the CPU: a worker's CUDA tensors would stay tied to it."""
     name, lr, seed = job
     try:
         result = fit_head(plans[name], hidden, device, upstream, lr, seed)
     except TaskSkipped as exc:
         return exc
-    if device.type != "cpu":
+    if in_worker and device.type != "cpu":
         result.model.cpu()
     return result
 
@@ -157,7 +157,7 @@ def fit_all(plans: dict[str, TaskFits], hidden: HiddenStates, device: torch.devi
     `devices` side by side, `pool.fit_devices`; in this process with one); yields (name, its fits, their heads
     on `device`) once all are done, or (name, why it was skipped). The BiLSTM heads' fits, the longest, are
     queued first."""
-    run = partial(fit_job, plans, hidden, upstream)
+    run = partial(fit_job, plans, hidden, upstream, in_worker=len(devices) > 1)
     for plan in {id(plan.task): plan for plan in plans.values()}.values():  # a task's folds share the task
         plan.task.before_fitting()  # what every fit would compute for itself, computed once before forking
     order = sorted(plans.values(), key=lambda plan: -plan.recipe.layers)

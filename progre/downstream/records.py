@@ -31,7 +31,7 @@ from .fits import TaskFits
 from .head_data import Examples, FrameSplit
 from .head_fit import predictions_of
 from .plots import WeightPanel, save_weight_plot
-from .recipes import RecipeBook
+from .recipes import Recipe, RecipeBook
 from .tasks import Task
 from .upstreams import HiddenStates, Upstream
 
@@ -61,27 +61,20 @@ def task_record(fits: TaskFits, upstream: Upstream, hidden: HiddenStates, book: 
                                          "seeds": {str(seed): r.history for seed, r in zip(seeds, runs)}})
     test = mean_and_std([r.test for r in runs])
     valid = mean_and_std([r.valid for r in runs])
-    selected = valid[0].get(task.metric, valid[0][task.selection_metric])  # SE and VC select on another metric
+    record = _scored_record(task, upstream, hidden, book, recipe, seeds, test, valid, fits.prep.vocabulary)
     seconds = sum(r.seconds for r in fits.every_fit)
     logger.info("%s (%s): test %s %.4f +- %.4f over %d head seeds, valid %.4f, lr %g, %.0f s of fitting",
                 task.title, upstream.name, task.metric, test[0][task.metric], test[1][task.metric],
-                len(runs), selected, best_lr, seconds)
+                len(runs), record["valid"], best_lr, seconds)
     return {
-        "status": "ok", "task": task.name, "title": task.title, "upstream": upstream.name,
-        "metric": task.metric, "higher_is_better": task.higher_is_better,
-        "test": test[0][task.metric], "test_std": test[1][task.metric], "valid": selected,
-        "test_metrics": test[0], "test_metrics_std": test[1], "valid_metrics": valid[0],
-        "head_seeds": seeds, "runs": [{"seed": seed, "lr": best_lr, "test_metrics": r.test, "valid_metrics": r.valid,
-                                       "best_epoch": r.best_epoch, "epochs": r.epochs, "best_update": r.best_update,
-                                       "updates": r.updates, "seconds": r.seconds} for seed, r in zip(seeds, runs)],
+        **record,
+        "runs": [{"seed": seed, "lr": best_lr, "test_metrics": r.test, "valid_metrics": r.valid,
+                  "best_epoch": r.best_epoch, "epochs": r.epochs, "best_update": r.best_update,
+                  "updates": r.updates, "seconds": r.seconds} for seed, r in zip(seeds, runs)],
         "selected_on": f"valid {task.selection_metric}", "lr": best_lr,
         "valid_by_lr": {f"{lr:g}": r.valid[task.selection_metric] for lr, r in fits.searched.items()},
-        "protocol": book.name, "recipe": recipe.record(), "speaker_labels": upstream.speaker_labels,
-        "layer_norm": book.layer_norm, "standardize": book.standardize,
-        "num_states": hidden.num_states, "state_names": hidden.state_names, "frame_rate": hidden.frame_rate,
-        "utterances": {s: len(ex) for s, ex in splits.items()},
-        "classes" if task.pooled else "tokens": len(fits.prep.vocabulary), "vocabulary": fits.prep.vocabulary,
-        "notes": fits.notes, "seconds": seconds, **extra, **({} if fits.fold is None else {"fold": fits.fold}),
+        "utterances": {s: len(ex) for s, ex in splits.items()}, "notes": fits.notes, "seconds": seconds,
+        **extra, **({} if fits.fold is None else {"fold": fits.fold}),
     }
 
 
@@ -105,28 +98,38 @@ def cross_validation_record(folds: list[TaskFits], upstream: Upstream, hidden: H
                        for i in range(len(seeds))]
     _write_weights(folder, task, upstream.name, hidden.state_names, np.mean(weights_by_seed, axis=0).tolist(),
                    weights_by_seed)
-    selected = valid[0].get(task.metric, valid[0][task.selection_metric])
     seconds = sum(r["seconds"] for r in by_fold.values())
     logger.info("%s (%s): test %s %.4f +- %.4f, the mean over %d folds, %d head seeds", task.title, upstream.name,
                 task.metric, test[0][task.metric], test[1][task.metric], len(folds), len(seeds))
     vocabulary = sorted({v for fits in folds for v in fits.prep.vocabulary})
     return {
-        "status": "ok", "task": task.name, "title": task.title, "upstream": upstream.name,
-        "metric": task.metric, "higher_is_better": task.higher_is_better,
-        "test": test[0][task.metric], "test_std": test[1][task.metric], "valid": selected,
-        "test_metrics": test[0], "test_metrics_std": test[1], "valid_metrics": valid[0],
-        "head_seeds": seeds, "runs": [{"seed": seed, "test_metrics": t, "valid_metrics": v}
-                                      for seed, t, v in zip(seeds, per_seed_test, per_seed_valid)],
+        **_scored_record(task, upstream, hidden, book, recipe, seeds, test, valid, vocabulary),
+        "runs": [{"seed": seed, "test_metrics": t, "valid_metrics": v}
+                 for seed, t, v in zip(seeds, per_seed_test, per_seed_valid)],
         "cross_validation": {"column": recipe.folds, "folds": {
             fold: {k: r[k] for k in ("test", "test_std", "valid", "lr", "utterances")} for fold, r in by_fold.items()}},
         "selected_on": f"valid {task.selection_metric}, per fold",
+        "utterances": {"test": sum(r["utterances"]["test"] for r in by_fold.values())},
+        "notes": [*notes, *(f"fold {fold}: {n}" for fold, r in by_fold.items() for n in r["notes"])],
+        "seconds": seconds,
+    }
+
+
+def _scored_record(task: Task, upstream: Upstream, hidden: HiddenStates, book: RecipeBook, recipe: Recipe,
+                   seeds: list[int], test: tuple[dict[str, float], dict[str, float]],
+                   valid: tuple[dict[str, float], dict[str, float]], vocabulary: list[Any]) -> dict[str, Any]:
+    """What the record of a scored task holds with or without folds: its scores (`test`, `valid`: the
+    means and standard deviations of `mean_and_std`), how they were obtained and what the heads saw."""
+    return {
+        "status": "ok", "task": task.name, "title": task.title, "upstream": upstream.name,
+        "metric": task.metric, "higher_is_better": task.higher_is_better,
+        "test": test[0][task.metric], "test_std": test[1][task.metric],
+        "valid": valid[0].get(task.metric, valid[0][task.selection_metric]),  # SE and VC select on another metric
+        "test_metrics": test[0], "test_metrics_std": test[1], "valid_metrics": valid[0], "head_seeds": seeds,
         "protocol": book.name, "recipe": recipe.record(), "speaker_labels": upstream.speaker_labels,
         "layer_norm": book.layer_norm, "standardize": book.standardize,
         "num_states": hidden.num_states, "state_names": hidden.state_names, "frame_rate": hidden.frame_rate,
-        "utterances": {"test": sum(r["utterances"]["test"] for r in by_fold.values())},
         "classes" if task.pooled else "tokens": len(vocabulary), "vocabulary": vocabulary,
-        "notes": [*notes, *(f"fold {fold}: {n}" for fold, r in by_fold.items() for n in r["notes"])],
-        "seconds": seconds,
     }
 
 

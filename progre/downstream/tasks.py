@@ -276,10 +276,10 @@ class PhoneRecognition(CtcTask):
         for split in SPLITS:
             for r in rows[split]:
                 seq = [p for p in (r.get("phones") or []) if p != SILENCE]
-                if not seq and (r.get("text") or "").strip() and self.lexicon is not None:
-                    unlisted[split].append(r)
-                    continue
                 if not seq and (r.get("text") or "").strip():
+                    if self.lexicon is not None:  # the corpus's phones came from a lexicon: no eSpeak for the rest
+                        unlisted[split].append(r)
+                        continue
                     voice = self.voice_for(_language(r.get("language")))
                     if voice is None:
                         unreadable[split].append(r)
