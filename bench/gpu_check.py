@@ -261,7 +261,7 @@ def pretraining(sizes: Sizes, device: torch.device, data, log: Log, deadline: fl
     peak = peak_tflops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
     pinned = training_batches(sizes.batch_shapes, num_labels, num_speakers, device)
     pageable = training_batches(sizes.batch_shapes, num_labels, num_speakers, torch.device("cpu"))
-    dist = DistInfo(0, 1, 0, device)
+    dist = DistInfo(0, 1, device)
     rows: list[dict[str, Any]] = []
     order = [(v, k) for v in sizes.variants for k in ("hubert", "progre")]
     for variant, kind in order:

@@ -91,7 +91,7 @@ def load_encoder(folder: Union[str, Path], device: Union[str, torch.device] = "c
     meta = read_checkpoint_config(folder)
     saved = ModelConfig.from_dict(meta["model"])
     if config is not None:
-        _check_same_config(folder, saved, config)
+        check_same_model(f"checkpoint {folder}", saved, config)
     state = _load_weights(folder)
     if meta.get("contents") == "pretrain":
         state = {k[len(_ENCODER_PREFIX):]: v for k, v in state.items() if k.startswith(_ENCODER_PREFIX)}
@@ -108,7 +108,7 @@ def load_pretrain_model(folder: Union[str, Path], device: Union[str, torch.devic
         raise UserError(f"checkpoint {folder} holds an encoder only, not a pretraining model with its heads")
     saved = ModelConfig.from_dict(meta["model"])
     if config is not None:
-        _check_same_config(folder, saved, config)
+        check_same_model(f"checkpoint {folder}", saved, config)
     model = ProgREPretrainModel(build_encoder(config or saved), **meta["heads"])
     load_state_dict_checked(model, _load_weights(folder), f"checkpoint {folder}")
     return model.to(device)
@@ -139,10 +139,6 @@ def _load_weights(folder: Union[str, Path]) -> dict[str, Tensor]:
         return load_file(str(Path(folder) / WEIGHTS))
     except Exception as exc:  # safetensors raises its own error types for truncated or foreign files
         raise UserError(f"checkpoint {folder}: cannot read {WEIGHTS} ({exc})") from None
-
-
-def _check_same_config(folder: Union[str, Path], saved: ModelConfig, wanted: ModelConfig) -> None:
-    check_same_model(f"checkpoint {folder}", saved, wanted)
 
 
 def check_same_model(source: str, saved: ModelConfig, wanted: ModelConfig) -> None:

@@ -27,7 +27,7 @@ from ..frames import SAMPLE_RATE
 from .checkpoint import CONFIG, WEIGHTS, load_state_dict_checked
 from .encoder import ProgREEncoder, build_encoder
 from .model_config import ModelConfig
-from .official import TRANSFORMERS_LEGACY_WEIGHT_NORM, ours_to_transformers_hubert, transformers_hubert_to_ours
+from .official import TRANSFORMERS_LEGACY_WEIGHT_G, ours_to_transformers_hubert, transformers_hubert_to_ours
 
 PREPROCESSOR_CONFIG = "preprocessor_config.json"
 PROGRE_KEY = "progre_model"
@@ -80,7 +80,7 @@ def write_transformers_hubert(encoder: ProgREEncoder, source: Path, out: Path) -
                                        **{PROGRE_KEY: encoder.config.to_dict()}, exported_from=str(source))
     with torch.random.fork_rng(devices=[]):  # its constructor draws weights that are replaced below
         model = transformers.HubertModel(config)
-    legacy = next(iter(TRANSFORMERS_LEGACY_WEIGHT_NORM.values())) in model.state_dict()
+    legacy = TRANSFORMERS_LEGACY_WEIGHT_G in model.state_dict()
     state = ours_to_transformers_hubert(encoder.state_dict(), legacy_weight_norm=legacy)
     load_state_dict_checked(model, state, f"the encoder of {source} as a HubertModel")
     model.save_pretrained(str(out))

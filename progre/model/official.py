@@ -12,7 +12,7 @@ from 1).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Optional
 
 import torch
@@ -100,11 +100,8 @@ TRANSFORMERS_HUBERT_NAMES: list[tuple[str, str]] = [
     ("encoder.layers.{i}.feed_forward.output_dense.{w}", "transformer.layers.{i}.fc2.{w}"),
     ("encoder.layers.{i}.final_layer_norm.{w}", "transformer.layers.{i}.ffn_norm.{w}"),
 ]
-TRANSFORMERS_LEGACY_WEIGHT_NORM = {
-    "encoder.pos_conv_embed.conv.parametrizations.weight.original0": "encoder.pos_conv_embed.conv.weight_g",
-    "encoder.pos_conv_embed.conv.parametrizations.weight.original1": "encoder.pos_conv_embed.conv.weight_v",
-}
-"""The parametrization names -> the names transformers' HubertModel has under an old torch (weight_norm hooks)."""
+TRANSFORMERS_LEGACY_WEIGHT_G = "encoder.pos_conv_embed.conv.weight_g"
+"""A name that transformers' HubertModel has only under an old torch (weight_norm hooks, not a parametrization)."""
 
 _PLACEHOLDER = re.compile(r"\{(\w)(-1)?\}")
 
@@ -154,6 +151,23 @@ def _rename(name: str, rules: list[tuple[_Template, _Template]]) -> Optional[str
         if fields is not None:
             return target.format(fields)
     return None
+
+
+def _rename_all(state_dict: Mapping[str, Tensor], rules: list[tuple[_Template, _Template]], unknown_message: str,
+                lookup: Callable[[str], str] = lambda name: name) -> dict[str, Tensor]:
+    """`state_dict` renamed by `rules` (each name looked up as `lookup` gives it); a ValueError
+    "`unknown_message`: names" lists the names no rule matches."""
+    out: dict[str, Tensor] = {}
+    unknown = []
+    for name, tensor in state_dict.items():
+        renamed = _rename(lookup(name), rules)
+        if renamed is None:
+            unknown.append(name)
+        else:
+            out[renamed] = tensor
+    if unknown:
+        raise ValueError(f"{unknown_message}: {name_listing(unknown)}")
+    return out
 
 
 def unwrap_checkpoint(obj: Any) -> Mapping[str, Tensor]:
@@ -258,18 +272,8 @@ def ours_to_official(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Our encoder's state dict in the release's names and shapes (inverse of `official_to_ours`)."""
     layer_norm_cnn = "feature_extractor.conv_layers.1.norm.weight" in state_dict
     pairs = ([OFFICIAL_LAYER_NORM_CNN] if layer_norm_cnn else []) + OFFICIAL_NAMES
-    rules = _compile(pairs, reverse=True)
-    out: dict[str, Tensor] = {}
-    unknown = []
-    for name, tensor in state_dict.items():
-        official = _rename(name, rules)
-        if official is None:
-            unknown.append(name)
-        else:
-            out[official] = tensor.unsqueeze(-1) if name in _CONV1X1 else tensor
-    if unknown:
-        raise ValueError(f"tensors with no counterpart in the official layout: {name_listing(unknown)}")
-    return out
+    shaped = {name: tensor.unsqueeze(-1) if name in _CONV1X1 else tensor for name, tensor in state_dict.items()}
+    return _rename_all(shaped, _compile(pairs, reverse=True), "tensors with no counterpart in the official layout")
 
 
 READ_FROM_WEIGHTS = (
@@ -371,9 +375,9 @@ def _read_config_fields(renamed: Mapping[str, Tensor]) -> dict[str, Any]:
         "extractor_mode": "layer_norm" if "feature_extractor.conv_layers.1.norm.weight" in renamed else "default",
         "conv_bias": "feature_extractor.conv_layers.0.conv.bias" in renamed,
     }
-    config["conv_feature_layers"] = [
-        (shape(f"feature_extractor.conv_layers.{i}.conv.weight")[0], shape(f"feature_extractor.conv_layers.{i}.conv.weight")[-1])
-        for i in indices(r"feature_extractor\.conv_layers\.(\d+)\.conv\.weight\Z")]
+    conv_shapes = [shape(f"feature_extractor.conv_layers.{i}.conv.weight")
+                   for i in indices(r"feature_extractor\.conv_layers\.(\d+)\.conv\.weight\Z")]
+    config["conv_feature_layers"] = [(conv[0], conv[-1]) for conv in conv_shapes]
     if not config["conv_feature_layers"]:
         shape("feature_extractor.conv_layers.0.conv.weight")  # the one-line error
     width = shape("transformer.layer_norm.weight")[0]
@@ -400,7 +404,8 @@ def _size_mismatch(revealed: dict[str, Any], preset: ModelConfig, size: str) -> 
     got = (revealed["encoder_layers"], revealed["encoder_embed_dim"])
     if got == (preset.encoder_layers, preset.encoder_embed_dim):
         return None
-    fits = [s for s in SIZES if (model_config(s, "progre").encoder_layers, model_config(s, "progre").encoder_embed_dim) == got]
+    presets = {s: model_config(s, "progre") for s in SIZES}
+    fits = [s for s, c in presets.items() if (c.encoder_layers, c.encoder_embed_dim) == got]
     hint = f"; they are a {fits[0]} model's" if fits else ""
     return (f"the weights do not fit the model: {describe(*got)}, where the {size} preset has "
             f"{describe(preset.encoder_layers, preset.encoder_embed_dim)}{hint}")
@@ -410,21 +415,9 @@ def torchaudio_hubert_to_ours(state_dict: Mapping[str, Tensor]) -> dict[str, Ten
     """torchaudio's `hubert_base()` / `Wav2Vec2Model` (or `HuBERTPretrainModel`) state dict renamed
     to our HuBERT encoder's names. `Wav2Vec2Model` has no mask embedding, so then the result lacks
     "mask_embedding". Heads (aux, logit generator) are dropped."""
-    rules = _compile(TORCHAUDIO_NAMES)
-    out: dict[str, Tensor] = {}
-    unknown = []
-    for name, tensor in state_dict.items():
-        name = name.removeprefix("wav2vec2.")
-        if name.startswith(("aux.", "logit_generator.")):
-            continue
-        ours = _rename(name, rules)
-        if ours is None:
-            unknown.append(name)
-        else:
-            out[ours] = tensor
-    if unknown:
-        raise ValueError(f"unexpected tensors for torchaudio's HuBERT: {name_listing(unknown)}")
-    return out
+    encoder = {name.removeprefix("wav2vec2."): tensor for name, tensor in state_dict.items()}
+    encoder = {name: tensor for name, tensor in encoder.items() if not name.startswith(("aux.", "logit_generator."))}
+    return _rename_all(encoder, _compile(TORCHAUDIO_NAMES), "unexpected tensors for torchaudio's HuBERT")
 
 
 def name_listing(names: list[str], limit: int = 6) -> str:
@@ -434,37 +427,19 @@ def name_listing(names: list[str], limit: int = 6) -> str:
     return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
 
 
-def ours_to_transformers_hubert(state_dict: Mapping[str, Tensor], legacy_weight_norm: bool = False) -> dict[str, Tensor]:
+def ours_to_transformers_hubert(state_dict: Mapping[str, Tensor],
+                                legacy_weight_norm: bool = False) -> dict[str, Tensor]:
     """Our HuBERT encoder's state dict in the names of transformers' `HubertModel` (the position conv's
     weight norm as a parametrization, or with `legacy_weight_norm` as weight_g / weight_v). A ValueError
     names tensors that `HubertModel` has no place for (the ProgRE branches)."""
-    rules = _compile(TRANSFORMERS_HUBERT_NAMES, reverse=True)
-    out: dict[str, Tensor] = {}
-    unknown = []
-    for name, tensor in state_dict.items():
-        theirs = _rename(name, rules)
-        if theirs is None:
-            unknown.append(name)
-            continue
-        if legacy_weight_norm:
-            theirs = TRANSFORMERS_LEGACY_WEIGHT_NORM.get(theirs, theirs)
-        out[theirs] = tensor
-    if unknown:
-        raise ValueError(f"tensors with no counterpart in transformers' HubertModel: {name_listing(unknown)}")
-    return out
+    # without the parametrization's names, the position conv's weight_g / weight_v keep theirs (the rule for {w})
+    pairs = [pair for pair in TRANSFORMERS_HUBERT_NAMES if not (legacy_weight_norm and "parametrizations" in pair[0])]
+    return _rename_all(state_dict, _compile(pairs, reverse=True),
+                       "tensors with no counterpart in transformers' HubertModel")
 
 
 def transformers_hubert_to_ours(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """A transformers `HubertModel` state dict (either weight-norm naming) in our encoder's names."""
-    rules = _compile(TRANSFORMERS_HUBERT_NAMES)
-    out: dict[str, Tensor] = {}
-    unknown = []
-    for name, tensor in state_dict.items():
-        ours = _rename(name.removeprefix("hubert."), rules)
-        if ours is None:
-            unknown.append(name)
-        else:
-            out[ours] = tensor
-    if unknown:
-        raise ValueError(f"unexpected tensors for transformers' HubertModel: {name_listing(unknown)}")
-    return out
+    return _rename_all(state_dict, _compile(TRANSFORMERS_HUBERT_NAMES),
+                       "unexpected tensors for transformers' HubertModel",
+                       lookup=lambda name: name.removeprefix("hubert."))

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from ..device import rank_device
+from ..device import rank_device, use_device
 from ..errors import UserError
 from ..io import write_json
 
@@ -27,7 +27,6 @@ from ..io import write_json
 class DistInfo:
     rank: int
     world_size: int
-    local_rank: int
     device: torch.device
     timeout_minutes: float = 30.0
     """How long a collective waits for the other ranks (the process group's timeout)."""
@@ -47,13 +46,11 @@ def init_distributed(device: str = "auto", timeout_minutes: float = 30.0) -> Dis
     the other ranks raises instead of hanging (gloo raises; NCCL's watchdog ends the process)."""
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     rank = int(os.environ.get("RANK", 0))
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
     dev = rank_device(device, rank)
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
+    use_device(dev)
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", timeout=timedelta(minutes=timeout_minutes))
-    return DistInfo(rank, world_size, local_rank, dev, timeout_minutes)
+    return DistInfo(rank, world_size, dev, timeout_minutes)
 
 
 def all_true(flag: bool, info: DistInfo) -> bool:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from ..device import PRECISIONS
+from ..device import PRECISIONS, resolve_precision
 from ..errors import UserError
 from ..log import logger, progress_bar
 from ..model import (ModelConfig, ProgREEncoder, ProgREPretrainModel, build_encoder, load_state_dict_checked,
@@ -233,8 +233,7 @@ class Trainer:
         if dist.enabled:
             self.ddp = DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda"
                                                else None, find_unused_parameters=spec.model_config.speaker_branch)
-        use_bf16 = r.precision == "bf16" or (r.precision == "auto" and self.device.type == "cuda")
-        self.autocast_dtype = torch.bfloat16 if use_bf16 else None
+        self.autocast_dtype = torch.bfloat16 if resolve_precision(r.precision, self.device) == "bf16" else None
 
     # ------------------------------------------------------------------ resume
 
