@@ -152,9 +152,9 @@ def remove_work_folder(work: Path) -> None:
     work.rmdir()
 
 
-def recover_work_folders(parent: Path, target: str | None = None) -> list[str]:
+def recover_work_folders(parent: Path, target: str | None = None, writer: str = "a run") -> list[str]:
     """Clean up after killed runs: the work folders in `parent` (of the target named `target`, or of
-    any) that progre made. A target that a kill left absent between the two renames of a swap is
+    any) that progre made (`writer`: what made them, for the log). A target that a kill left absent between the two renames of a swap is
     restored from ``old/``; a work folder whose ``old/`` and ``new/`` both outlived a target that exists
     again is kept (both copies: nothing is lost); every other one is removed. Returns what was done, one
     line each, for the log. Call under the target's lock."""
@@ -175,7 +175,7 @@ def recover_work_folders(parent: Path, target: str | None = None) -> list[str]:
                         f"and {path} exists again")
             continue
         remove_work_folder(work)
-        done.append(f"removed {work}, left by a run that was killed")
+        done.append(f"removed {work}, left by {writer} that was killed")
     return done
 
 

@@ -68,10 +68,6 @@ def marker_kind(folder: Path) -> str | None:
     return written_by if isinstance(written_by, str) and written_by.startswith("progre ") else ""
 
 
-def written_by_progre(folder: Path) -> bool:
-    return bool(marker_kind(folder))
-
-
 def resolve_output(out: str | Path, option: str = "--out") -> Path:
     """`out` as the real folder it names (through symbolic links), checked: a link that points nowhere,
     a file, the root folder and a name too long for the file system or for progre's names
@@ -154,7 +150,12 @@ def lock_path(out: Path) -> Path:
 
 def remove_leftovers(out: Path) -> None:
     """Clean up after runs into `out` that were killed (call under its lock): see `io.recover_work_folders`."""
-    for line in recover_work_folders(out.parent, out.name):
+    log_recovery(recover_work_folders(out.parent, out.name))
+
+
+def log_recovery(lines: list[str]) -> None:
+    """What `io.recover_work_folders` did: a restored or kept folder as a warning, a removal as info."""
+    for line in lines:
         (logger.warning if line.startswith(("restored", "kept")) else logger.info)("%s", line)
 
 
@@ -248,8 +249,7 @@ def run_folder(out: str | Path, command: str, *, inputs: Iterable[Path | None] =
         with environment_errors(out):
             out.mkdir(parents=True, exist_ok=True)
             if rank is None:  # what killed runs left inside: work folders (`model/` being written), files
-                for line in recover_work_folders(out):
-                    (logger.warning if line.startswith(("restored", "kept")) else logger.info)("%s", line)
+                log_recovery(recover_work_folders(out))
                 for leftover in remove_work_files(out):
                     logger.info("removed %s, left by a run that was killed", leftover)
             write_json(out / MARKER, {"written_by": f"progre {command}"})
@@ -302,8 +302,9 @@ def environment_errors(out: Path) -> Iterator[None]:
     except UserError:
         raise
     except OSError as exc:
-        if exc.errno in ENVIRONMENT_ERRORS or disk_full(out):
-            reason = "the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) or disk_full(out) else exc.strerror
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT) or disk_full(out)  # (both are ENVIRONMENT_ERRORS)
+        if exc.errno in ENVIRONMENT_ERRORS or full:
+            reason = "the disk is full" if full else exc.strerror
             raise UserError(f"cannot write {out}: {reason}" + (f" ({exc.filename})" if exc.filename else "")) from None
         raise
     except Exception as exc:

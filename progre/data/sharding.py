@@ -215,10 +215,9 @@ def shard_corpus(corpus: Path, metadata: Path | None, settings: ShardSettings, o
     items, rejects = read_corpus(corpus, settings.input_format, metadata, settings.default_split,
                                  settings.keep_unlisted)
     if not items:
-        reasons = Counter(r.reason.split(" (")[0] for r in rejects)
+        reasons = ", ".join(f"{n} {reason}" for reason, n in rejects_by_reason(rejects).items())
         raise UserError(f"{corpus}: no usable audio found ({len(rejects)} rejected"
-                        + "".join(f"{': ' if i == 0 else ', '}{n} {reason}" for i, (reason, n) in
-                                  enumerate(sorted(reasons.items()))) + ")")
+                        + (f": {reasons}" if reasons else "") + ")")
     lexicon = _add_lexicon_phones(items, settings.lexicon) if settings.lexicon else None
     logger.info("sharding %d utterances from %s (%d rejected while reading the corpus)",
                 len(items), corpus, len(rejects))
@@ -291,6 +290,10 @@ def summarize(rows: list[dict[str, Any]], rejects: list[Reject], shard_names: li
             "speakers": len({r["speaker"] for r in split_rows if r.get("speaker")}),
             "shards": sum(1 for name in shard_names if name.startswith(f"{split}-")),
         }
-    reasons = Counter(r.reason.split(" (")[0] for r in rejects)
-    summary["rejects_by_reason"] = dict(sorted(reasons.items()))
+    summary["rejects_by_reason"] = rejects_by_reason(rejects)
     return summary
+
+
+def rejects_by_reason(rejects: list[Reject]) -> dict[str, int]:
+    """How many rejects each reason has (its words before any detail in parentheses), by reason."""
+    return dict(sorted(Counter(r.reason.split(" (")[0] for r in rejects).items()))

@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 
 from ..audio import decode_audio_bytes
 from ..errors import UserError
-from ..io import describe_error, reading
+from ..io import reading
 from .corpus import SPLITS
 
 INDEX = "index.parquet"
@@ -86,10 +86,8 @@ class Shards:
             ends[shard] = max(ends.get(shard, 0), offset + size)
         for shard, end in sorted(ends.items()):
             path = self.folder / shard
-            try:
+            with reading(path, RESHARD):
                 size = path.stat().st_size
-            except OSError as exc:
-                raise UserError(f"{path} cannot be read ({describe_error(exc)}); {RESHARD}") from None
             if size < end or size % tarfile.BLOCKSIZE:
                 raise UserError(f"{path} is truncated ({size} bytes; its index needs at least {end} in whole "
                                 f"{tarfile.BLOCKSIZE}-byte blocks); {RESHARD}")

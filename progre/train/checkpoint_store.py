@@ -43,8 +43,8 @@ class CheckpointStore:
     def remove_leftovers(self) -> None:
         """Temporary folders of checkpoint writes that a kill interrupted (`io.recover_work_folders`; and
         those of earlier versions, ``.step-N.<random>.tmp`` and ``.step-N.old``)."""
-        for line in recover_work_folders(self.folder):
-            logger.info("%s", line.replace("a run that was killed", "a checkpoint write that was killed"))
+        for line in recover_work_folders(self.folder, writer="a checkpoint write"):
+            logger.info("%s", line)
         for leftover in [*self.folder.glob(".step-*.tmp"), *self.folder.glob(".step-*.old")]:
             shutil.rmtree(leftover, ignore_errors=True)
             logger.info("removed %s, left by a checkpoint write that was killed", leftover)
